@@ -1,0 +1,184 @@
+"""One ``.safetensors`` file per model bundle, with its config in the header.
+
+Header metadata (all strings, as safetensors requires):
+    format          "phenaki-bundle"
+    format_version  "1"
+    config          PhenakiConfig as JSON
+    text_encoder    TextEncoderSpec as JSON (name, dim, sha256, max_length)
+    extra           optional JSON (training steps, notes, ...)
+
+Loading builds the modules from that config on the meta device and assigns the tensors with a
+strict ``load_state_dict``: a missing, unexpected or mis-shaped tensor is an error. Pickle files
+are never opened; ``convert.py`` turns phenaki-pytorch ``.pt`` files into bundles explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import safetensors
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import PhenakiConfig
+from .errors import CheckpointError, ConfigError, TextEncoderError
+from .phenaki import Phenaki
+from .text import TextEncoderSpec
+
+SafetensorError = getattr(safetensors, "SafetensorError", Exception)
+FORMAT = "phenaki-bundle"
+FORMAT_VERSION = "1"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+@dataclass
+class Bundle:
+    model: Phenaki
+    text_encoder: TextEncoderSpec
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Optional[Path] = None
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path``: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def bundle_state_dict(model: Phenaki, dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state[key] = tensor.contiguous().cpu()
+    return state
+
+
+def save_bundle(path: str | os.PathLike, model: Phenaki, text_encoder: TextEncoderSpec, *,
+                dtype: Optional[torch.dtype] = None, extra: Optional[dict[str, Any]] = None) -> Path:
+    """Write a bundle atomically. ``dtype`` (e.g. torch.float16) shrinks the file."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"bundles are saved as .safetensors files, got {path.name!r}")
+    if model.config.maskgit.text_dim != text_encoder.dim and not model.config.maskgit.unconditional:
+        raise CheckpointError(f"the model expects {model.config.maskgit.text_dim}-d text but the text encoder "
+                              f"{text_encoder.describe()} gives {text_encoder.dim}-d")
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_json(),
+        "text_encoder": json.dumps(text_encoder.to_dict(), sort_keys=True),
+        "extra": json.dumps(extra or {}, sort_keys=True),
+    }
+    state = bundle_state_dict(model, dtype)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    return path
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{path.name} is a pickle file, which can run code when loaded, so it is refused. "
+                              f"Convert it once with `phenaki convert {path.name} out.safetensors` "
+                              f"(reads it with weights_only=True)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() != ".safetensors":
+        raise CheckpointError(f"{path.name} is not a .safetensors file; Phenaki bundles are .safetensors")
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> tuple[PhenakiConfig, TextEncoderSpec, dict[str, Any]]:
+    """Parse and validate a bundle's header without reading its tensors."""
+    path = _resolve(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} is a safetensors file but not a Phenaki bundle (no format={FORMAT!r} "
+                              f"in its metadata); convert phenaki-pytorch weights with `phenaki convert`")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path.name} has bundle format version {metadata.get('format_version')!r}; this "
+                              f"version of phenaki_core reads version {FORMAT_VERSION}")
+    for key in ("config", "text_encoder"):
+        if key not in metadata:
+            raise CheckpointError(f"{path.name} has no {key!r} entry in its metadata")
+    try:
+        config = PhenakiConfig.from_json(metadata["config"])
+        text_encoder = TextEncoderSpec.from_dict(json.loads(metadata["text_encoder"]))
+        extra = json.loads(metadata.get("extra", "{}"))
+    except (ConfigError, TextEncoderError) as exc:
+        raise CheckpointError(f"{path.name} has an invalid config: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path.name} has metadata that is not valid JSON: {exc}") from None
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path.name}: the 'extra' metadata must be a JSON object")
+    return config, text_encoder, extra
+
+
+def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu",
+                dtype: Optional[torch.dtype | str] = None,
+                expected_text_encoder: Optional[TextEncoderSpec] = None,
+                expected_config: Optional[PhenakiConfig] = None) -> Bundle:
+    """Load a bundle strictly. ``dtype`` casts floating weights (fp32 / bf16 / fp16)."""
+    path = _resolve(path)
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise CheckpointError(f"unknown dtype {dtype!r}; choose one of {sorted(_DTYPES)}")
+        dtype = _DTYPES[dtype]
+    config, text_encoder, extra = read_metadata(path)
+    if expected_config is not None and expected_config != config:
+        raise CheckpointError(f"{path.name} holds a different architecture than expected; its config is "
+                              f"{config.to_json()}")
+    if expected_text_encoder is not None and not expected_text_encoder.matches(text_encoder):
+        raise CheckpointError(f"{path.name} was trained with text encoder {text_encoder.describe()}, but "
+                              f"{expected_text_encoder.describe()} is in use; load the matching encoder")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"could not read the tensors of {path.name} (truncated or corrupt?): {exc}") from None
+
+    with torch.device("meta"):
+        model = Phenaki(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path.name} does not match its config: missing tensors {missing[:5]}"
+                              f"{'…' if len(missing) > 5 else ''}, unexpected tensors {unexpected[:5]}"
+                              f"{'…' if len(unexpected) > 5 else ''}")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path.name}: tensor {key} has shape {tuple(state[key].shape)}, "
+                                  f"the config needs {tuple(tensor.shape)}")
+        if not state[key].dtype.is_floating_point == tensor.dtype.is_floating_point:
+            raise CheckpointError(f"{path.name}: tensor {key} has dtype {state[key].dtype}")
+    target = dtype or torch.float32
+    state = {k: v.to(device=device, dtype=target if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)  # the model has no non-persistent buffers
+    model.eval()
+    return Bundle(model, text_encoder, extra, path)
+

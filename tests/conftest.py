@@ -1,0 +1,8 @@
+import pytest
+
+from helpers import build_tiny
+
+
+@pytest.fixture
+def tiny():
+    return build_tiny()
