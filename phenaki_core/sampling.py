@@ -78,7 +78,8 @@ def num_masked(num_tokens: int, step: int, steps: int) -> int:
 
 def gumbel_noise(shape: torch.Size, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
     u = torch.rand(shape, generator=generator, device=device)
-    return -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+    neg_log_u = -torch.log(u.clamp_min(1e-20))  # in (0, 46]
+    return -torch.log(neg_log_u.clamp_min(1e-20))
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator]) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""The sampler: determinism, priming, CFG, re-masking, the callback; and the pure loop with fakes."""
+
+import math
+
+import pytest
+import torch
+
+from phenaki_core import ConfigError, InputError, SamplerConfig, sample_tokens
+from phenaki_core.sampling import num_masked
+
+from helpers import build_tiny, random_text
+
+FAST = SamplerConfig(steps=3)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("remask", ["confidence", "critic"])
+def test_same_seed_gives_bit_identical_output(remask):
+    model = build_tiny()
+    cfg = SamplerConfig(steps=4, remask=remask)
+    a = model.sample(random_text(2), num_frames=9, sampler=cfg, generator=gen(7))
+    b = model.sample(random_text(2), num_frames=9, sampler=cfg, generator=gen(7))
+    c = model.sample(random_text(2), num_frames=9, sampler=cfg, generator=gen(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    video_a = model.cvivit.decode_from_ids(a)
+    assert torch.equal(video_a, model.cvivit.decode_from_ids(b))
+
+
+def test_sampling_never_touches_the_global_rng():
+    model = build_tiny()
+    state = torch.get_rng_state()
+    model.sample(random_text(1), num_frames=5, sampler=FAST, generator=gen(0))
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_prime_tokens_stay_fixed():
+    model = build_tiny()
+    prime = torch.randint(0, 64, (2, 3, 2, 2), generator=gen(0))
+    out = model.sample(random_text(2), num_frames=4, prime_ids=prime, sampler=SamplerConfig(steps=5), generator=gen(1))
+    assert out.shape == (2, 5, 2, 2)
+    assert torch.equal(out[:, :3], prime)
+
+
+def test_every_token_is_filled_and_in_range():
+    model = build_tiny()
+    out = model.sample(random_text(3), num_frames=9, sampler=FAST, generator=gen(0))
+    assert out.shape == (3, 5, 2, 2)
+    assert out.min() >= 0 and out.max() < 64
+
+
+def test_batched_cfg_equals_separate_conditional_and_unconditional_passes():
+    model = build_tiny()
+    text = random_text(2, pad_last=2)
+    ids = torch.randint(0, 65, (2, 5, 2, 2), generator=gen(3))
+    logits_fn, _ = model._guided_fns(text, None, None, (5, 2, 2), 3.0)
+    guided = logits_fn(ids.flatten(1))
+    cond = model.maskgit(ids, text_embeds=text.embeds, text_mask=text.mask)
+    null = model.maskgit(ids, text_embeds=text.embeds, text_mask=torch.zeros_like(text.mask))
+    torch.testing.assert_close(guided, null + (cond - null) * 3.0, atol=1e-5, rtol=1e-5)
+
+
+def test_negative_prompt_replaces_the_unconditional_branch():
+    model = build_tiny()
+    text, negative = random_text(1, seed=1), random_text(1, length=3, seed=2)
+    ids = torch.randint(0, 65, (1, 20), generator=gen(3))
+    logits_fn, _ = model._guided_fns(text, negative, None, (5, 2, 2), 2.0)
+    cond = model.maskgit(ids, text_embeds=text.embeds, text_mask=text.mask, token_shape=(5, 2, 2))
+    neg = model.maskgit(ids, text_embeds=negative.embeds, text_mask=negative.mask, token_shape=(5, 2, 2))
+    torch.testing.assert_close(logits_fn(ids), neg + (cond - neg) * 2.0, atol=1e-5, rtol=1e-5)
+
+
+def test_callback_runs_once_per_step_and_can_cancel():
+    model = build_tiny()
+    steps = []
+    model.sample(random_text(1), num_frames=5, sampler=SamplerConfig(steps=6), generator=gen(0),
+                 callback=lambda s: steps.append((s.step, s.steps, int(s.mask.sum()))))
+    assert [s[0] for s in steps] == list(range(6))
+    masked = [s[2] for s in steps]
+    assert masked[0] == 12 and masked == sorted(masked, reverse=True)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(step):
+        if step.step == 1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        model.sample(random_text(1), num_frames=5, sampler=SamplerConfig(steps=6), generator=gen(0), callback=cancel)
+    assert not model.training
+
+
+def test_sample_images_returns_single_frames():
+    model = build_tiny()
+    images = model.sample_images(random_text(2), sampler=FAST, generator=gen(0))
+    assert images.shape == (2, 3, 8, 8)
+
+
+def test_cosine_schedule_counts():
+    assert num_masked(100, 0, 10) == 100
+    assert num_masked(100, 5, 10) == round(100 * math.cos(math.pi / 4))
+    assert num_masked(100, 9, 10) >= 1
+    assert num_masked(3, 9, 10) == 1
+
+
+def test_pure_loop_with_a_fake_model_converges_to_the_preferred_tokens():
+    target = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+
+    def logits_fn(ids):
+        return torch.nn.functional.one_hot(target, 10).float() * 20
+
+    out = sample_tokens(logits_fn, batch=1, num_tokens=8, mask_id=10, config=SamplerConfig(steps=4), device="cpu",
+                        generator=gen(0))
+    assert torch.equal(out, target)
+
+
+@pytest.mark.parametrize("schedule", ["fixed", "decay", "increase"])
+def test_critic_remasking_resamples_what_the_critic_flags(schedule):
+    calls = []
+
+    def logits_fn(ids):
+        calls.append(ids.clone())
+        return torch.zeros(1, 6, 4)
+
+    def critic_fn(ids):  # always flags position 0 as the worst
+        return torch.tensor([[100.0, 0, 0, 0, 0, 0]])
+
+    cfg = SamplerConfig(steps=3, remask="critic", critic_noise_schedule=schedule, noise_k=0.5)
+    sample_tokens(logits_fn, batch=1, num_tokens=6, mask_id=4, config=cfg, device="cpu", generator=gen(0),
+                  critic_fn=critic_fn)
+    assert all(call[0, 0] == 4 for call in calls), "position 0 must be re-masked at every step"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=0), "steps"),
+    (dict(cond_scale=float("nan")), "cond_scale"),
+    (dict(cond_scale=-1.0), "cond_scale"),
+    (dict(temperature=-0.1), "temperature"),
+    (dict(remask="random"), "remask"),
+    (dict(critic_noise_schedule="cosine"), "critic_noise_schedule"),
+])
+def test_sampler_config_validation(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SamplerConfig(**kwargs)
+
+
+def test_sample_bad_inputs():
+    model = build_tiny()
+    with pytest.raises(InputError, match=r"1 \+ k\*2"):
+        model.sample(random_text(1), num_frames=8, sampler=FAST)
+    with pytest.raises(InputError, match="multiple of 2"):
+        model.sample(random_text(1), num_frames=3, prime_ids=torch.zeros(1, 1, 2, 2, dtype=torch.long), sampler=FAST)
+    with pytest.raises(InputError, match="at most 20"):
+        model.sample(random_text(1), num_frames=11, sampler=FAST)
+    with pytest.raises(InputError, match="text-conditioned"):
+        model.sample(None, num_frames=5, sampler=FAST)
+    with pytest.raises(ConfigError, match="critic"):
+        build_tiny(critic=model.config.critic.__class__(kind="none")).sample(
+            random_text(1), num_frames=5, sampler=SamplerConfig(steps=2, remask="critic"))
+
+
+def test_unconditional_model_samples_without_text():
+    from phenaki_core import CriticConfig, MaskGitConfig
+    base = build_tiny().config
+    model = build_tiny(maskgit=MaskGitConfig(**{**base.maskgit.__dict__, "unconditional": True}),
+                       critic=CriticConfig(kind="token", dim=32, depth=1, heads=2, dim_head=16, has_cross_attn=False))
+    out = model.sample(None, num_frames=5, batch_size=2, sampler=FAST, generator=gen(0))
+    assert out.shape == (2, 3, 2, 2)
+
+
+def test_gumbel_noise_is_finite_with_the_right_mean():
+    from phenaki_core.sampling import gumbel_noise
+    noise = gumbel_noise(torch.Size([200_000]), gen(0), torch.device("cpu"))
+    assert torch.isfinite(noise).all()
+    assert abs(noise.mean().item() - 0.5772) < 0.01  # Euler-Mascheroni constant

