@@ -1,0 +1,7 @@
+"""Evaluation: reading generated Shapes World clips back into (colour, shape, motion)."""
+
+from .shapes_judge import (ClipReading, FrameStats, chain_continuity, frame_stats, read_clip,
+                           read_clips, score_readings)
+
+__all__ = ["ClipReading", "FrameStats", "chain_continuity", "frame_stats", "read_clip",
+           "read_clips", "score_readings"]
