@@ -260,15 +260,31 @@ def _preset_tiny() -> PhenakiConfig:
     )
 
 
-def _preset_shapes64() -> PhenakiConfig:
-    """The bundled Shapes World model: 64x64, 17 frames, MiniLM text (384)."""
-    cvivit = CViViTConfig(dim=192, codebook_size=1024, image_size=64, patch_size=8, temporal_patch_size=2,
-                          spatial_depth=3, temporal_depth=3, heads=6, dim_head=32)
+def _preset_tiny_shapes() -> PhenakiConfig:
+    """A seconds-to-train Shapes World config for pipeline tests: 16x16 frames, MiniLM text."""
+    cvivit = CViViTConfig(dim=32, codebook_size=64, image_size=16, patch_size=8, temporal_patch_size=2,
+                          spatial_depth=1, temporal_depth=1, heads=2, dim_head=16)
     return PhenakiConfig(
         cvivit=cvivit,
-        maskgit=MaskGitConfig(dim=256, depth=6, heads=4, dim_head=64, num_tokens=1024,
+        maskgit=MaskGitConfig(dim=32, depth=1, heads=2, dim_head=16, num_tokens=64,
                               max_seq_len=cvivit.num_tokens(17), text_dim=384),
-        critic=CriticConfig(kind="self"),
+        critic=CriticConfig(kind="token", dim=32, depth=1, heads=2, dim_head=16),
+    )
+
+
+def _preset_shapes64() -> PhenakiConfig:
+    """The bundled Shapes World model: 64x64, 17 frames, MiniLM text (384).
+
+    16x16 patches keep a clip at 9x4x4 = 144 tokens, so both stages train on a CPU in hours
+    (attention cost grows with the square of the token count).
+    """
+    cvivit = CViViTConfig(dim=128, codebook_size=4096, image_size=64, patch_size=16, temporal_patch_size=2,
+                          spatial_depth=2, temporal_depth=2, heads=4, dim_head=32)
+    return PhenakiConfig(
+        cvivit=cvivit,
+        maskgit=MaskGitConfig(dim=256, depth=4, heads=4, dim_head=64, num_tokens=4096,
+                              max_seq_len=cvivit.num_tokens(17), text_dim=384),
+        critic=CriticConfig(kind="token", dim=128, depth=2, heads=2, dim_head=64),
     )
 
 
@@ -298,6 +314,7 @@ def _preset_l() -> PhenakiConfig:
 
 PRESETS = {
     "tiny": _preset_tiny,
+    "tiny-shapes": _preset_tiny_shapes,
     "shapes64": _preset_shapes64,
     "S": _preset_s,
     "L": _preset_l,

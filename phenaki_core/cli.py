@@ -1,0 +1,341 @@
+"""The ``phenaki`` command: generate, train, eval, export, convert.
+
+    phenaki generate "a red circle moving right" "a red circle moving up" -o story.webp
+    phenaki train tokenizer runs/tok --steps 3000
+    phenaki train transformer runs/t2v --tokenizer runs/tok/bundle.safetensors --steps 3000
+    phenaki eval --out report.json
+    phenaki export runs/t2v/bundle.safetensors model.safetensors --dtype fp16
+
+Bad input ends with a one-line ``error: ...`` message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import InputError, PhenakiError
+
+logger = logging.getLogger("phenaki_core.cli")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+# --- generate ---------------------------------------------------------------------------------------
+def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=_positive_int, default=17,
+                        help="frames per scene, prime included (1 + k*2; default 17)")
+    parser.add_argument("--prime-frames", type=_non_negative_int, default=5,
+                        help="frames carried into the next scene (0 = no priming; default 5)")
+    parser.add_argument("--steps", type=_positive_int, default=18, help="sampling steps per scene (default 18)")
+    parser.add_argument("--cond-scale", type=_finite_float, default=3.0, help="classifier-free guidance scale")
+    parser.add_argument("--temperature", type=_finite_float, default=0.9, help="starting token temperature")
+    parser.add_argument("--remask", choices=("auto", "confidence", "critic"), default="auto")
+    parser.add_argument("--negative", default=None, help="negative prompt for guidance")
+    parser.add_argument("--checkpoint", default=None, help="model bundle (.safetensors); default: the bundled model")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+
+
+def _sampler(args):
+    from .sampling import SamplerConfig
+    return SamplerConfig(steps=args.steps, cond_scale=args.cond_scale, temperature=args.temperature,
+                         remask=args.remask)
+
+
+def _read_batch_file(path: str) -> list[list[str]]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read batch file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"batch file {path} is not UTF-8 text (bad byte at offset {exc.start}); "
+                         f"save it as UTF-8") from None
+    stories = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        scenes = [scene.strip() for scene in line.split(" | ")]
+        if any(not scene for scene in scenes):
+            raise InputError(f"batch file {path}, line {number}: an empty scene; separate scenes with ' | '")
+        stories.append(scenes)
+    if not stories:
+        raise InputError(f"batch file {path} has no stories (one per line, scenes separated by ' | ')")
+    return stories
+
+
+def _check_frames_early(args) -> None:
+    """Validate frame counts against the checkpoint's header, before the slow model load."""
+    from .checkpoint import read_metadata
+    from .pipeline import check_prime_length, default_checkpoint
+    config, _, _ = read_metadata(args.checkpoint or default_checkpoint())
+    config.cvivit.check_num_frames(args.frames, "--frames")
+    if args.frames > config.max_frames:
+        raise InputError(f"--frames {args.frames} is more than this model attends over ({config.max_frames})")
+    multi_scene = len(args.prompts) > 1 or args.batch_file
+    if multi_scene and args.prime_frames:
+        check_prime_length(args.prime_frames, args.frames, config.cvivit.temporal_patch_size, "--prime-frames")
+
+
+def cmd_generate(args) -> int:
+    from .pipeline import PhenakiPipeline
+    from .text import clean_prompts
+    from .video_io import output_kind, save_video
+
+    if bool(args.batch_file) == bool(args.prompts):
+        raise InputError("give prompts, or --batch-file FILE --out-dir DIR, not both")
+    if args.batch_file and not args.out_dir:
+        raise InputError("--batch-file needs --out-dir DIR")
+    if args.prompts:
+        if not args.output:
+            raise InputError("give an output path with -o, e.g. -o story.webp")
+        output_kind(args.output)  # unknown extensions fail before the model loads
+        stories = [clean_prompts(args.prompts)]
+    else:
+        stories = [clean_prompts(s) for s in _read_batch_file(args.batch_file)]
+    sampler = _sampler(args)
+    _check_frames_early(args)
+
+    started = time.time()
+    pipe = PhenakiPipeline.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype)
+    logger.info("model loaded in %.1f s", time.time() - started)
+
+    def render(scenes: list[str], seed: int):
+        steps_total = len(scenes) * sampler.steps
+
+        def progress(scene, step):
+            done = scene * sampler.steps + step.step + 1
+            if sys.stderr.isatty():
+                print(f"\rscene {scene + 1}/{len(scenes)}  step {done}/{steps_total}", end="", file=sys.stderr,
+                      flush=True)
+
+        story = pipe.make_video(scenes, num_frames=args.frames, prime_frames=args.prime_frames, sampler=sampler,
+                                seed=seed, negative_prompt=args.negative, callback=progress)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        return story
+
+    if args.prompts:
+        story = render(stories[0], args.seed)
+        path = save_video(args.output, story.video[0], fps=story.fps)
+        print(f"wrote {path} ({story.video.shape[2]} frames, {len(stories[0])} scenes, "
+              f"{time.time() - started:.1f} s)")
+        return 0
+
+    out_dir = Path(args.out_dir)
+    for line_index, scenes in enumerate(stories):
+        for s in range(args.seeds):
+            seed = args.seed + s
+            name = f"{line_index:04d}" if args.seeds == 1 else f"{line_index:04d}_s{s}"
+            story = render(scenes, seed)
+            save_video(out_dir / name, story.video[0], fps=story.fps)
+            ends = story.boundaries[1:] + [story.video.shape[2]]
+            record = {"prompts": scenes, "seed": seed, "fps": story.fps,
+                      "settings": {"frames": args.frames, "prime_frames": args.prime_frames, "steps": args.steps,
+                                   "cond_scale": args.cond_scale, "temperature": args.temperature,
+                                   "remask": args.remask, "negative": args.negative,
+                                   "checkpoint": args.checkpoint or "bundled"},
+                      "scenes": [[start, end] for start, end in zip(story.boundaries, ends)]}
+            (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+            print(f"wrote {out_dir / name}/ ({story.video.shape[2]} frames)")
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    import torch
+
+    from .config import preset
+    from .pipeline import resolve_device
+    from .training import TrainConfig, Trainer
+
+    overrides = {k: v for k, v in {
+        "stage": args.stage, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+        "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay, "seed": args.seed,
+        "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
+        "num_workers": args.num_workers, "precision": args.precision}.items() if v is not None}
+    train_config = TrainConfig(**overrides)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    encoder = None
+    if args.stage == "transformer":
+        if not args.tokenizer and not args.init_from and not (Path(args.run_dir) / "train_state.safetensors").exists():
+            raise InputError("stage 2 needs --tokenizer BUNDLE (the stage-1 result) or --init-from BUNDLE")
+        from .text import load_minilm
+        encoder = load_minilm(device="cpu")
+    trainer = Trainer(args.run_dir, preset(args.preset), train_config, device=device, init_from=args.init_from,
+                      tokenizer_from=args.tokenizer, text_encoder=encoder, resume=not args.no_resume)
+    result = trainer.run(max_minutes=args.max_minutes)
+    print(f"step {result.step}: loss {result.last_loss:.4f}; bundle at {result.bundle}")
+    return 0
+
+
+# --- export -----------------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    import torch
+
+    from .checkpoint import load_bundle, save_bundle
+    bundle = load_bundle(args.source)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    extra = dict(bundle.extra)
+    if args.note:
+        extra["note"] = args.note
+    path = save_bundle(args.target, bundle.model, bundle.text_encoder, dtype=dtype, extra=extra)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {args.dtype})")
+    return 0
+
+
+# --- eval -------------------------------------------------------------------------------------------
+def cmd_eval(args) -> int:
+    from .evaluation.report import evaluate_checkpoint
+    report = evaluate_checkpoint(args.checkpoint, seeds=args.seeds, device=args.device, dtype=args.dtype,
+                                 steps=args.steps, cond_scale=args.cond_scale, quick=args.quick)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    print(text)
+    return 0
+
+
+# --- convert ----------------------------------------------------------------------------------------
+def cmd_convert(args) -> int:
+    from .checkpoint import load_bundle, save_bundle
+    from .convert import load_peer_state_dict, split_peer_phenaki
+    bundle = load_bundle(args.tokenizer)
+    parts = split_peer_phenaki(load_peer_state_dict(args.source))
+    model = bundle.model
+    try:
+        model.maskgit.load_state_dict(parts["maskgit"], strict=True)
+        if model.critic is not None and parts["critic"]:
+            model.critic.load_state_dict(parts["critic"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{args.source} does not fit the architecture of {args.tokenizer}: {first}") from None
+    path = save_bundle(args.target, model, bundle.text_encoder, extra={"converted_from": Path(args.source).name})
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="phenaki", description="Phenaki text-to-video (phenaki_core)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="prompts -> video; each prompt is a scene, chained by priming")
+    gen.add_argument("prompts", nargs="*", help="one prompt per scene")
+    gen.add_argument("-o", "--output", help="output file (.gif .webp .png .mp4) or a directory for PNG frames")
+    gen.add_argument("--seed", type=_non_negative_int, default=0)
+    gen.add_argument("--batch-file", help="one story per line, scenes separated by ' | '")
+    gen.add_argument("--out-dir", help="output directory for --batch-file")
+    gen.add_argument("--seeds", type=_positive_int, default=1, help="render each batch line with N seeds")
+    _add_sampling_args(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    train = sub.add_parser("train", help="train stage 1 (tokenizer) or stage 2 (transformer) on Shapes World")
+    train.add_argument("stage", choices=("tokenizer", "transformer"))
+    train.add_argument("run_dir", help="run directory (checkpoints, previews, metrics); resumes if present")
+    train.add_argument("--preset", default="shapes64", help="model config preset (default shapes64)")
+    train.add_argument("--tokenizer", help="stage 2: the stage-1 bundle whose tokenizer to freeze")
+    train.add_argument("--init-from", help="warm-start from a bundle with the same architecture")
+    train.add_argument("--steps", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--lr", type=_finite_float)
+    train.add_argument("--warmup-steps", type=_non_negative_int)
+    train.add_argument("--ema-decay", type=_finite_float)
+    train.add_argument("--seed", type=_non_negative_int)
+    train.add_argument("--checkpoint-every", type=_positive_int)
+    train.add_argument("--preview-every", type=_positive_int)
+    train.add_argument("--num-workers", type=_non_negative_int)
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16"))
+    train.add_argument("--device", default="auto")
+    train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")
+    train.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a state")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="measure a checkpoint on Shapes World, write a JSON report")
+    ev.add_argument("--checkpoint", default=None)
+    ev.add_argument("--seeds", type=_positive_int, default=2)
+    ev.add_argument("--steps", type=_positive_int, default=18)
+    ev.add_argument("--cond-scale", type=_finite_float, default=3.0)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")
+    ev.add_argument("--out", help="write the JSON report here")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("export", help="re-save a bundle (e.g. EMA weights in fp16 for shipping)")
+    ex.add_argument("source")
+    ex.add_argument("target")
+    ex.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp16")
+    ex.add_argument("--note", help="a note stored in the bundle's metadata")
+    ex.set_defaults(func=cmd_export)
+
+    conv = sub.add_parser("convert", help="phenaki-pytorch .pt state dict -> bundle (reads weights_only=True)")
+    conv.add_argument("source", help="the phenaki-pytorch Phenaki state dict (.pt)")
+    conv.add_argument("target", help="output bundle (.safetensors)")
+    conv.add_argument("--tokenizer", required=True, help="a bundle whose tokenizer and config to use")
+    conv.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not args.verbose:
+        for noisy in ("transformers", "huggingface_hub", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        if args.command in ("generate", "eval", "train"):
+            from transformers.utils import logging as hf_logging
+            hf_logging.disable_progress_bar()  # the CLI owns the terminal; library use is untouched
+    try:
+        return args.func(args)
+    except PhenakiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The whole pipeline at a tiny config: stage 1, stage 2, exact resume, then generation via the CLI."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from phenaki_core import PhenakiPipeline, load_bundle, load_minilm, preset
+from phenaki_core.cli import main
+from phenaki_core.training import BUNDLE_FILE, STATE_FILE, TrainConfig, Trainer, load_train_state
+
+FAST = dict(batch_size=2, warmup_steps=1, log_every=1, preview_every=1000)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_minilm()
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tok")
+    result = Trainer(run, preset("tiny-shapes"), TrainConfig(stage="tokenizer", steps=3, checkpoint_every=3, **FAST),
+                     progress=False).run()
+    return result
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory, stage1, encoder):
+    run = tmp_path_factory.mktemp("t2v")
+    trainer = Trainer(run, preset("tiny-shapes"), TrainConfig(stage="transformer", steps=3, checkpoint_every=3, **FAST),
+                      tokenizer_from=stage1.bundle, text_encoder=encoder, progress=False)
+    return trainer.run()
+
+
+def test_stage1_writes_state_bundle_metrics_and_preview(stage1):
+    run = stage1.run_dir
+    assert (run / STATE_FILE).is_file() and (run / BUNDLE_FILE).is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    previews = list((run / "previews").glob("*.gif"))
+    assert previews and Image.open(previews[0]).n_frames == 17
+    history = load_bundle(run / BUNDLE_FILE).extra["history"]
+    assert history[-1]["stage"] == "tokenizer" and history[-1]["steps"] == 3
+
+
+def test_stage2_freezes_the_tokenizer_and_keeps_its_history(stage1, stage2):
+    tok = load_bundle(stage1.bundle).model.cvivit.state_dict()
+    t2v = load_bundle(stage2.bundle)
+    assert all(torch.equal(tok[k], v) for k, v in t2v.model.cvivit.state_dict().items())
+    assert [h["stage"] for h in t2v.extra["history"]] == ["tokenizer", "transformer"]
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "transformer"])
+def test_resume_continues_the_exact_same_trajectory(tmp_path, stage, stage1, encoder):
+    cfg = TrainConfig(stage=stage, steps=4, checkpoint_every=2, **FAST)
+    extra = {} if stage == "tokenizer" else dict(tokenizer_from=stage1.bundle, text_encoder=encoder)
+    straight_losses = []
+    Trainer(tmp_path / "a", preset("tiny-shapes"), cfg, progress=False, **extra).run(
+        on_step=lambda s, loss: straight_losses.append(loss))
+
+    Trainer(tmp_path / "b", preset("tiny-shapes"), cfg.replace(steps=2), progress=False, **extra).run()
+    resumed_losses = []
+    extra_resume = {} if stage == "tokenizer" else dict(text_encoder=encoder)
+    resumed = Trainer(tmp_path / "b", preset("tiny-shapes"), cfg, progress=False, **extra_resume)
+    assert resumed.step == 2
+    resumed.run(on_step=lambda s, loss: resumed_losses.append(loss))
+    assert resumed_losses == straight_losses[2:]
+    a, b = load_train_state(tmp_path / "a" / STATE_FILE), load_train_state(tmp_path / "b" / STATE_FILE)
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+    assert all(torch.equal(a.ema[k], b.ema[k]) for k in a.ema)
+
+
+def test_generate_from_the_trained_bundle_through_the_cli(stage2, tmp_path, capsys):
+    out = tmp_path / "story.gif"
+    code = main(["generate", "a red circle moving right", "a red circle moving up", "-o", str(out),
+                 "--checkpoint", str(stage2.bundle), "--steps", "2", "--frames", "9", "--prime-frames", "5",
+                 "--device", "cpu"])
+    assert code == 0
+    assert Image.open(out).n_frames == 9 + 4
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_batch_mode_writes_frames_and_scene_ranges(stage2, tmp_path):
+    batch = tmp_path / "stories.txt"
+    batch.write_text("a red circle moving right | a red circle moving up\na blue square growing\n")
+    code = main(["generate", "--batch-file", str(batch), "--out-dir", str(tmp_path / "out"), "--seeds", "2",
+                 "--checkpoint", str(stage2.bundle), "--steps", "2", "--frames", "9", "--device", "cpu"])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "0000_s1.json").read_text())
+    assert record["prompts"] == ["a red circle moving right", "a red circle moving up"]
+    assert record["scenes"] == [[0, 9], [9, 13]] and record["seed"] == 1
+    assert len(list((tmp_path / "out" / "0000_s0").glob("*.png"))) == 13
+    assert len(list((tmp_path / "out" / "0001_s0").glob("*.png"))) == 9
+
+
+def test_pipeline_loads_the_trained_bundle(stage2):
+    pipe = PhenakiPipeline.from_checkpoint(stage2.bundle, device="cpu")
+    story = pipe.make_video(["a red circle moving right"], num_frames=17)
+    assert story.video.shape == (1, 3, 17, 16, 16)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "   ", "-o", "x.gif"], "empty"),
+    (["generate", "a red circle", "-o", "x.avi"], "unknown output type"),
+    (["generate", "a red circle", "-o", "x.gif", "--frames", "8"], r"1 \+ k\*2"),
+    (["generate", "a red circle", "a blue box", "-o", "x.gif", "--prime-frames", "4"], "prime"),
+    (["generate", "a red circle", "-o", "x.gif", "--checkpoint", "missing.safetensors"], "does not exist"),
+    (["generate", "a red circle", "-o", "x.gif", "--checkpoint", "model.pt"], "pickle"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys, stage2, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a if a != "x.gif" else str(tmp_path / "x.gif") for a in argv]
+    if "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(stage2.bundle)]
+    argv += ["--steps", "1", "--device", "cpu"]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert pytest.importorskip("re").search(message, err)
+
+
+def test_cli_bad_numbers_are_rejected_by_the_parser(capsys):
+    for argv in (["generate", "x", "-o", "x.gif", "--steps", "0"], ["generate", "x", "-o", "x.gif", "--cond-scale", "nan"],
+                 ["generate", "x", "-o", "x.gif", "--cond-scale", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
