@@ -189,7 +189,8 @@ def cmd_train(args) -> int:
         "stage": args.stage, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
         "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay, "seed": args.seed,
         "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
-        "num_workers": args.num_workers, "precision": args.precision}.items() if v is not None}
+        "num_workers": args.num_workers, "precision": args.precision, "entropy_weight": args.entropy_weight,
+        "commit_weight": args.commit_weight}.items() if v is not None}
     train_config = TrainConfig(**overrides)
     device = resolve_device(args.device)
     if args.threads:
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preview-every", type=_positive_int)
     train.add_argument("--num-workers", type=_non_negative_int)
     train.add_argument("--precision", choices=("auto", "fp32", "bf16"))
+    train.add_argument("--entropy-weight", type=_finite_float, help="stage 1: LFQ entropy loss weight")
+    train.add_argument("--commit-weight", type=_finite_float, help="stage 1: LFQ commitment loss weight")
     train.add_argument("--device", default="auto")
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")

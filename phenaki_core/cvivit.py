@@ -47,9 +47,10 @@ class CViViT(nn.Module):
         c, p, pt, dim = config.channels, config.patch_size, config.temporal_patch_size, config.dim
         first_dim, tube_dim = c * p * p, c * pt * p * p
 
-        self.to_patch_emb_first_frame = nn.Sequential(nn.LayerNorm(first_dim), nn.Linear(first_dim, dim),
-                                                      nn.LayerNorm(dim))
-        self.to_patch_emb = nn.Sequential(nn.LayerNorm(tube_dim), nn.Linear(tube_dim, dim), nn.LayerNorm(dim))
+        # No LayerNorm on the raw patch (the reference has one): it maps every flat-coloured patch
+        # to the same zero vector, erasing exactly what Shapes World and cartoons are made of.
+        self.to_patch_emb_first_frame = nn.Sequential(nn.Linear(first_dim, dim), nn.LayerNorm(dim))
+        self.to_patch_emb = nn.Sequential(nn.Linear(tube_dim, dim), nn.LayerNorm(dim))
         self.spatial_rel_pos_bias = ContinuousPositionBias(dim=dim, heads=config.heads, num_dims=2)
 
         spatial = dict(dim=dim, heads=config.heads, dim_head=config.dim_head, ff_mult=config.ff_mult,
@@ -63,6 +64,10 @@ class CViViT(nn.Module):
         self.dec_spatial_transformer = Transformer(depth=config.spatial_depth, **spatial)
         self.to_pixels_first_frame = nn.Linear(dim, first_dim)
         self.to_pixels = nn.Linear(dim, tube_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.to_pixels.weight.dtype
 
     # --- input checks -------------------------------------------------------------------------
     def check_video(self, video: torch.Tensor, check_range: bool = True) -> torch.Tensor:
@@ -108,7 +113,7 @@ class CViViT(nn.Module):
         """video (b c f H W) in [0, 1] -> continuous latents (b t y x d), before quantization."""
         cfg = self.config
         p, pt = cfg.patch_size, cfg.temporal_patch_size
-        video = video.to(self.to_patch_emb[1].weight.dtype) * 2 - 1
+        video = video.to(self.dtype) * 2 - 1
         first = rearrange(video[:, :, :1], "b c 1 (y p1) (x p2) -> b 1 y x (c p1 p2)", p1=p, p2=p)
         rest = rearrange(video[:, :, 1:], "b c (t pt) (y p1) (x p2) -> b t y x (c pt p1 p2)", pt=pt, p1=p, p2=p)
         tokens = torch.cat((self.to_patch_emb_first_frame(first), self.to_patch_emb(rest)), dim=1)

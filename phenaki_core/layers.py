@@ -102,6 +102,75 @@ def causal_alibi_bias(heads: int, length: int, device: torch.device, dtype: torc
     return bias.masked_fill(future, float("-inf"))
 
 
+BIASED_ATTENTION_CHUNK = 1 << 22  # elements of (b, h, i, j) recomputed at once in BiasedAttention.backward
+
+
+class BiasedAttention(torch.autograd.Function):
+    """SDPA with a trainable additive bias: fused forward, exact chunked backward (CPU training).
+
+    ``scaled_dot_product_attention`` on the CPU has no fused kernel that returns the gradient of a
+    float ``attn_mask``: with a bias that requires grad it falls back to the unfused math path
+    (every (b, h, i, j) intermediate stored for backward, several times slower). This function
+    runs the fused kernel on the detached bias and computes the gradients itself, recomputing the
+    probabilities a few batch rows at a time (the flash-attention backward, at chunk granularity):
+
+        P  = softmax(q k^T * scale + bias [+ key mask])      dV = P^T dO
+        dP = dO V^T      dS = P * (dP - rowsum(P * dP))      dQ = dS K * scale
+        dK = dS^T Q * scale                                  dBias = sum_b dS
+
+    Shapes: q (b, h, i, d), k/v (b, h, j, d), bias (h, i, j), key_keep (b, j) bool or None
+    (True = attend). No dropout, no causal mask (callers use the plain path for those).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, key_keep, scale):
+        mask = bias.detach().unsqueeze(0)  # 1 h i j
+        if key_keep is not None:
+            mask = mask.masked_fill(~key_keep[:, None, None, :], torch.finfo(q.dtype).min)  # b h i j
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        ctx.save_for_backward(q, k, v, bias, key_keep)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, bias, keep = ctx.saved_tensors
+        scale = ctx.scale
+        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
+        b, h, i, _ = q.shape
+        j = k.shape[2]
+        dq = torch.empty_like(q) if need_q else None
+        dk = torch.empty_like(k) if need_k else None
+        dv = torch.empty_like(v) if need_v else None
+        acc = torch.promote_types(q.dtype, torch.float32)
+        dbias = torch.zeros(h, i, j, dtype=acc, device=q.device) if need_bias else None
+        bias = bias.detach()
+        dout = dout.to(q.dtype)
+        step = max(1, BIASED_ATTENTION_CHUNK // (h * i * j))
+        for start in range(0, b, step):
+            rows = slice(start, start + step)
+            qs, ks, vs, dos = q[rows], k[rows], v[rows], dout[rows]
+            sim = torch.matmul(qs, ks.transpose(-1, -2)).mul_(scale).add_(bias)  # c h i j
+            if keep is not None:
+                sim.masked_fill_(~keep[rows, None, None, :], torch.finfo(sim.dtype).min)
+            p = sim.softmax(dim=-1)
+            del sim
+            if need_v:
+                dv[rows] = torch.matmul(p.transpose(-1, -2), dos)
+            dp = torch.matmul(dos, vs.transpose(-1, -2))  # c h i j
+            ds = p.mul_(dp.sub_((p * dp).sum(-1, keepdim=True)))  # reuses p's storage
+            del dp
+            if need_bias:
+                dbias += ds.sum(0, dtype=acc)
+            if need_q:
+                dq[rows] = torch.matmul(ds, ks).mul_(scale)
+            if need_k:
+                dk[rows] = torch.matmul(ds.transpose(-1, -2), qs).mul_(scale)
+        if dbias is not None:
+            dbias = dbias.to(bias.dtype)
+        return dq, dk, dv, dbias, None, None
+
+
 class Attention(nn.Module):
     """Multi-head attention with qk-norm, optional null key/values and optional context.
 
@@ -189,9 +258,19 @@ class Attention(nn.Module):
             # prefix encodings then match the full clip's bit for bit.
             padded = -(-i // CAUSAL_BLOCK) * CAUSAL_BLOCK
             q, k, v = (F.pad(t, (0, 0, 0, padded - i)) for t in (q, k, v))
-        mask = self._attention_mask(b, q.shape[2], k.shape[2], key_mask, attn_bias, q.dtype, q.device)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, scale=self.scale)
+        dropout = self.dropout if self.training else 0.0
+        if key_mask is not None and key_mask.device.type == "cpu" and bool(key_mask.all()):
+            key_mask = None  # nothing to mask: skip building a (b, h, i, j) mask (free on the CPU, no sync)
+        if (attn_bias is not None and attn_bias.requires_grad and torch.is_grad_enabled() and dropout == 0.0
+                and not self.causal and q.device.type == "cpu"):
+            # the CPU's fused SDPA kernels cannot differentiate a float mask and would fall back to
+            # the slow math path; BiasedAttention keeps the fused forward and a chunked exact backward
+            nkv = self.num_null_kv
+            keep = None if key_mask is None else F.pad(key_mask, (nkv, 0), value=True)
+            out = BiasedAttention.apply(q, k, v, F.pad(attn_bias.to(q.dtype), (nkv, 0)), keep, self.scale)
+        else:
+            mask = self._attention_mask(b, q.shape[2], k.shape[2], key_mask, attn_bias, q.dtype, q.device)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
         return self.to_out(rearrange(out[:, :, :i], "b h i d -> b i (h d)"))
 
     def _attention_mask(self, b: int, i: int, j: int, key_mask: Optional[torch.Tensor],
@@ -201,7 +280,8 @@ class Attention(nn.Module):
         nkv = self.num_null_kv
         mask: Optional[torch.Tensor] = None
         if attn_bias is not None:
-            mask = F.pad(attn_bias.to(dtype), (nkv, 0)).unsqueeze(0)  # 1 h i j
+            mask = attn_bias.to(dtype)
+            mask = (F.pad(mask, (nkv, 0)) if nkv else mask).unsqueeze(0)  # 1 h i j
         if self.causal:
             causal = causal_alibi_bias(self.heads, j, device, dtype)[:, -i:].unsqueeze(0)  # 1 h i j
             mask = causal if mask is None else mask + causal
@@ -247,7 +327,8 @@ class ContinuousPositionBias(nn.Module):
         rel = grid[:, None, :] - grid[None, :, :] + torch.tensor([d - 1 for d in dims], device=device)  # i j c
         strides = [math.prod(2 * d - 1 for d in dims[k + 1:]) for k in range(len(dims))]
         index = (rel * torch.tensor(strides, device=device)).sum(-1)  # i j
-        return table[index].permute(2, 0, 1)  # h i j
+        # contiguous once here: SDPA would otherwise copy the strided view in every layer
+        return table[index].permute(2, 0, 1).contiguous()  # h i j
 
 
 class TransformerBlock(nn.Module):

@@ -21,7 +21,7 @@ from .config import PhenakiConfig
 from .cvivit import CViViT
 from .errors import InputError
 from .maskgit import MaskGit, SelfCritic, TokenCritic
-from .sampling import SamplerConfig, SamplerStep, gumbel_sample, sample_tokens
+from .sampling import SamplerConfig, SamplerStep, gumbel_sample, maybe_compile, sample_tokens
 
 
 @dataclass
@@ -229,12 +229,15 @@ class Phenaki(nn.Module):
         generator: Optional[torch.Generator] = None,
         batch_size: Optional[int] = None,
         callback: Optional[Callable[[SamplerStep], None]] = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Generate token ids (b, t, y, x) for ``num_frames`` new frames (prime excluded).
 
         Without a prime, ``num_frames`` is ``1 + k*pt``; after a prime it is a multiple of ``pt``
         (the prime already holds the first frame). The returned ids include the prime's ids.
         With ``negative``, guidance pushes away from that text instead of from no text.
+        ``compile=True`` runs the fixed-shape model passes through ``torch.compile`` (CUDA graphs)
+        on CUDA, with an eager fallback; elsewhere it is ignored (see ``sampling.maybe_compile``).
         """
         cfg = self.config.cvivit
         pt = cfg.temporal_patch_size
@@ -273,6 +276,9 @@ class Phenaki(nn.Module):
         self.eval()
         try:
             logits_fn, critic_fn = self._guided_fns(text, negative, prime_ids, token_shape, sampler.cond_scale)
+            logits_fn = maybe_compile(logits_fn, self.device, compile)
+            if critic_fn is not None:
+                critic_fn = maybe_compile(critic_fn, self.device, compile)
             new_ids = sample_tokens(logits_fn, batch=batch, num_tokens=n_new, mask_id=self.maskgit.mask_id,
                                     config=sampler, device=self.device, generator=generator, critic_fn=critic_fn,
                                     callback=callback)
@@ -301,7 +307,8 @@ class Phenaki(nn.Module):
             text = text.to(self.device)
             text_embeds, text_mask = text.embeds, text.mask
             text_embeds = text_embeds.to(self.maskgit.to_logits.weight.dtype)
-        bias = self.maskgit.position_bias(token_shape)
+        # computed once, contiguous and in the weights' dtype, so no layer converts or copies it
+        bias = self.maskgit.position_bias(token_shape).to(self.maskgit.to_logits.weight.dtype).contiguous()
         text_kvs = self.maskgit.text_kvs(text_embeds) if text_embeds is not None else None
 
         def full_ids(ids: torch.Tensor) -> torch.Tensor:  # b n -> rows (n_prime + n)

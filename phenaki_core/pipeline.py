@@ -126,7 +126,7 @@ def make_video(
 
     scenes: list[torch.Tensor] = []
     history = initial_prime  # b c f H W: every frame so far, the source of the next prime
-    weight_dtype = model.cvivit.to_patch_emb[1].weight.dtype
+    weight_dtype = model.cvivit.dtype
     for index, text in enumerate(texts):
         p = carry[index]
         prime_ids = None

@@ -127,3 +127,15 @@ def test_cli_bad_numbers_are_rejected_by_the_parser(capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
+
+
+def test_eval_quick_writes_a_report_with_every_section(stage2, tmp_path):
+    out = tmp_path / "report.json"
+    assert main(["eval", "--checkpoint", str(stage2.bundle), "--quick", "--steps", "2", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    for key in ("tokenizer_psnr_db", "canonical", "heldout", "chains", "diversity", "targets", "targets_met"):
+        assert key in report
+    for key in ("colour", "shape", "motion", "all_three", "blank"):
+        assert 0.0 <= report["canonical"][key] <= 1.0
+    assert report["chains"]["stories"] == 6

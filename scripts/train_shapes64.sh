@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The recipe of the bundled model (phenaki_core/weights/shapes64.safetensors), stage by stage.
+# Every step resumes where it stopped if re-run, so it can be interrupted at any time.
+#   RUNS=runs THREADS=2 TOK_STEPS=2500 T2V_STEPS=3000 scripts/train_shapes64.sh
+set -euo pipefail
+RUNS=${RUNS:-runs}
+THREADS=${THREADS:-2}
+TOK_STEPS=${TOK_STEPS:-2500}
+T2V_STEPS=${T2V_STEPS:-3000}
+TOK_MINUTES=${TOK_MINUTES:-600}
+T2V_MINUTES=${T2V_MINUTES:-600}
+DEVICE=${DEVICE:-auto}
+
+# stage 1: the C-ViViT tokenizer
+phenaki train tokenizer "$RUNS/tok" --preset shapes64 --steps "$TOK_STEPS" --batch-size 8 --lr 5e-4 \
+  --warmup-steps 150 --entropy-weight 0.005 --checkpoint-every 200 --preview-every 250 --threads "$THREADS" --device "$DEVICE" \
+  --max-minutes "$TOK_MINUTES"
+
+# stage 2: MaskGit + token critic on the frozen tokenizer, MiniLM text frozen
+phenaki train transformer "$RUNS/t2v" --preset shapes64 --tokenizer "$RUNS/tok/bundle.safetensors" \
+  --steps "$T2V_STEPS" --batch-size 12 --lr 5e-4 --warmup-steps 150 --checkpoint-every 100 --preview-every 300 \
+  --threads "$THREADS" --device "$DEVICE" --max-minutes "$T2V_MINUTES"
+
+# ship the EMA weights in fp16
+phenaki export "$RUNS/t2v/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16
