@@ -102,20 +102,22 @@ def causal_alibi_bias(heads: int, length: int, device: torch.device, dtype: torc
     return bias.masked_fill(future, float("-inf"))
 
 
-BIASED_ATTENTION_CHUNK = 1 << 22  # elements of (b, h, i, j) recomputed at once in BiasedAttention.backward
+USE_BIASED_ATTENTION = True  # False: trainable biases go through plain SDPA (the math path on the CPU)
+BIASED_ATTENTION_BLOCK = 1 << 21  # (b, h, i, j) elements recomputed at once in BiasedAttention.backward
 
 
 class BiasedAttention(torch.autograd.Function):
-    """SDPA with a trainable additive bias: fused forward, exact chunked backward (CPU training).
+    """SDPA with a trainable additive bias: fused forward, exact row-by-row backward (CPU training).
 
     ``scaled_dot_product_attention`` on the CPU has no fused kernel that returns the gradient of a
     float ``attn_mask``: with a bias that requires grad it falls back to the unfused math path
     (every (b, h, i, j) intermediate stored for backward, several times slower). This function
     runs the fused kernel on the detached bias and computes the gradients itself, recomputing the
-    probabilities a few batch rows at a time (the flash-attention backward, at chunk granularity):
+    probabilities a block of batch rows at a time (the flash-attention backward at row
+    granularity: one row for long sequences, so only an (h, i, j) block is ever live):
 
         P  = softmax(q k^T * scale + bias [+ key mask])      dV = P^T dO
-        dP = dO V^T      dS = P * (dP - rowsum(P * dP))      dQ = dS K * scale
+        dP = dO V^T      dS = P * (dP - rowsum(dO * O))      dQ = dS K * scale
         dK = dS^T Q * scale                                  dBias = sum_b dS
 
     Shapes: q (b, h, i, d), k/v (b, h, j, d), bias (h, i, j), key_keep (b, j) bool or None
@@ -128,44 +130,50 @@ class BiasedAttention(torch.autograd.Function):
         if key_keep is not None:
             mask = mask.masked_fill(~key_keep[:, None, None, :], torch.finfo(q.dtype).min)  # b h i j
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        ctx.save_for_backward(q, k, v, bias, key_keep)
+        ctx.save_for_backward(q, k, v, bias, key_keep, out)
         ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, bias, keep = ctx.saved_tensors
+        q, k, v, bias, keep, out = ctx.saved_tensors
         scale = ctx.scale
         need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
-        b, h, i, _ = q.shape
-        j = k.shape[2]
+        dout = dout.to(q.dtype)
         dq = torch.empty_like(q) if need_q else None
         dk = torch.empty_like(k) if need_k else None
         dv = torch.empty_like(v) if need_v else None
         acc = torch.promote_types(q.dtype, torch.float32)
-        dbias = torch.zeros(h, i, j, dtype=acc, device=q.device) if need_bias else None
+        dbias = torch.zeros(bias.shape, dtype=acc, device=q.device) if need_bias else None
         bias = bias.detach()
-        dout = dout.to(q.dtype)
-        step = max(1, BIASED_ATTENTION_CHUNK // (h * i * j))
+        delta = (dout * out).sum(-1, keepdim=True)  # b h i 1 = rowsum(P * dP)
+        lowest = torch.finfo(q.dtype).min
+        b, h, i, j = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+        step = max(1, BIASED_ATTENTION_BLOCK // (h * i * j))  # batch rows per block
         for start in range(0, b, step):
             rows = slice(start, start + step)
-            qs, ks, vs, dos = q[rows], k[rows], v[rows], dout[rows]
-            sim = torch.matmul(qs, ks.transpose(-1, -2)).mul_(scale).add_(bias)  # c h i j
+            qr, kr, vr, dor = q[rows], k[rows], v[rows], dout[rows]  # c h n d
+            kt = kr.transpose(-1, -2)
+            if step == 1:  # long sequences: one row, bias add fused into the matmul
+                sim = torch.baddbmm(bias, qr[0], kt[0], alpha=scale).unsqueeze(0)  # 1 h i j
+            else:
+                sim = torch.matmul(qr, kt).mul_(scale).add_(bias)  # c h i j
             if keep is not None:
-                sim.masked_fill_(~keep[rows, None, None, :], torch.finfo(sim.dtype).min)
+                sim.masked_fill_(~keep[rows, None, None, :], lowest)
             p = sim.softmax(dim=-1)
             del sim
             if need_v:
-                dv[rows] = torch.matmul(p.transpose(-1, -2), dos)
-            dp = torch.matmul(dos, vs.transpose(-1, -2))  # c h i j
-            ds = p.mul_(dp.sub_((p * dp).sum(-1, keepdim=True)))  # reuses p's storage
-            del dp
+                dv[rows] = torch.matmul(p.transpose(-1, -2), dor)
+            ds = torch.matmul(dor, vr.transpose(-1, -2)).sub_(delta[rows]).mul_(p)  # c h i j
+            del p
             if need_bias:
-                dbias += ds.sum(0, dtype=acc)
+                dbias.add_(ds.sum(0) if ds.shape[0] > 1 else ds[0])
+            if need_q or need_k:
+                ds.mul_(scale)
             if need_q:
-                dq[rows] = torch.matmul(ds, ks).mul_(scale)
+                dq[rows] = torch.matmul(ds, kr)
             if need_k:
-                dk[rows] = torch.matmul(ds.transpose(-1, -2), qs).mul_(scale)
+                dk[rows] = torch.matmul(ds.transpose(-1, -2), qr)
         if dbias is not None:
             dbias = dbias.to(bias.dtype)
         return dq, dk, dv, dbias, None, None
@@ -261,8 +269,8 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if key_mask is not None and key_mask.device.type == "cpu" and bool(key_mask.all()):
             key_mask = None  # nothing to mask: skip building a (b, h, i, j) mask (free on the CPU, no sync)
-        if (attn_bias is not None and attn_bias.requires_grad and torch.is_grad_enabled() and dropout == 0.0
-                and not self.causal and q.device.type == "cpu"):
+        if (USE_BIASED_ATTENTION and attn_bias is not None and attn_bias.requires_grad and torch.is_grad_enabled()
+                and dropout == 0.0 and not self.causal and q.device.type == "cpu"):
             # the CPU's fused SDPA kernels cannot differentiate a float mask and would fall back to
             # the slow math path; BiasedAttention keeps the fused forward and a chunked exact backward
             nkv = self.num_null_kv
@@ -381,12 +389,24 @@ class Transformer(nn.Module):
         context: Optional[torch.Tensor] = None,
         context_mask: Optional[torch.Tensor] = None,
         context_kvs: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None,
+        paired_halves: bool = False,  # rows [:b/2] and [b/2:] have equal tokens (CFG's cond/uncond)
     ) -> torch.Tensor:
         use_context = context is not None or context_kvs is not None
         for index, layer in enumerate(self.layers):
-            if layer.peg is not None:
-                x = layer.peg(x, video_shape, self.layout) + x
-            x = layer.self_attn(x, key_mask=self_key_mask, attn_bias=attn_bias) + x
+            if index == 0 and paired_halves:
+                # before the first cross-attention both halves carry the same values: compute the
+                # first PEG and self-attention once and share them (CFG without doubling that work)
+                half = x.shape[0] // 2
+                x, keys = x[:half], None if self_key_mask is None else self_key_mask[:half]
+                shape = None if video_shape is None else (half, *video_shape[1:])
+                if layer.peg is not None:
+                    x = layer.peg(x, shape, self.layout) + x
+                x = layer.self_attn(x, key_mask=keys, attn_bias=attn_bias) + x
+                x = torch.cat((x, x))
+            else:
+                if layer.peg is not None:
+                    x = layer.peg(x, video_shape, self.layout) + x
+                x = layer.self_attn(x, key_mask=self_key_mask, attn_bias=attn_bias) + x
             if layer.cross_attn is not None and use_context:
                 kv = context_kvs[index] if context_kvs is not None else None
                 x = layer.cross_attn(x, context=context, context_kv=kv, key_mask=context_mask) + x

@@ -99,8 +99,14 @@ class MaskGit(_TokenTransformer):
         attn_bias: Optional[torch.Tensor] = None,  # from position_bias(), to skip recomputing it
         text_kvs: Optional[KV] = None,  # from text_kvs(), to skip recomputing them
         return_embeds: bool = False,
+        paired_halves: bool = False,
     ) -> torch.Tensor:
-        """Returns logits (b, n, num_tokens), or the final embeddings (b, n, dim) with return_embeds."""
+        """Returns logits (b, n, num_tokens), or the final embeddings (b, n, dim) with return_embeds.
+
+        ``paired_halves``: the caller promises that rows ``[:b/2]`` and ``[b/2:]`` hold the same ids
+        and video mask (classifier-free guidance: one text, one dropped text), so the work before
+        the first cross-attention is done once for both.
+        """
         ids, token_shape = flatten_ids(ids, token_shape)
         if not self.unconditional and text_embeds is None and text_kvs is None:
             raise InputError("this MaskGit is text-conditioned: pass text_embeds (and text_mask)")
@@ -114,7 +120,7 @@ class MaskGit(_TokenTransformer):
         x = self.transformer(
             x, video_shape=(ids.shape[0], *token_shape), attn_bias=attn_bias, self_key_mask=video_mask,
             context=None if self.unconditional else text_embeds, context_mask=text_mask,
-            context_kvs=text_kvs)
+            context_kvs=text_kvs, paired_halves=paired_halves and not self.unconditional)
         return x if return_embeds else self.to_logits(x)
 
 

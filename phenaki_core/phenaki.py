@@ -324,7 +324,8 @@ class Phenaki(nn.Module):
 
         def logits_fn(ids: torch.Tensor) -> torch.Tensor:
             return combine(self.maskgit(full_ids(ids), text_mask=text_mask, token_shape=token_shape,
-                                        attn_bias=bias, text_kvs=text_kvs, text_embeds=text_embeds))
+                                        attn_bias=bias, text_kvs=text_kvs, text_embeds=text_embeds,
+                                        paired_halves=guided))
 
         critic_fn = None
         if self.critic is not None:

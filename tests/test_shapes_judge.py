@@ -203,3 +203,9 @@ def test_palette_matches_contract_table() -> None:
         "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
         "yellow": (230, 210, 40), "purple": (150, 60, 200), "orange": (240, 130, 30),
         "white": (235, 235, 235), "cyan": (40, 200, 210)}
+
+
+def test_every_shape_has_a_reference_fill_ratio():
+    from phenaki_core.data.captions import SHAPES
+    from phenaki_core.evaluation.shapes_judge import SHAPE_FILL
+    assert set(SHAPE_FILL) == set(SHAPES)

@@ -40,7 +40,6 @@ STILL_FRACTION = 0.1
 RANGE_TOLERANCE = 1e-3                       # float inputs may overshoot [0, 1] by this much
 
 _PALETTE_255 = np.asarray([PALETTE[c] for c in COLOURS], dtype=np.float32)  # (8, 3)
-assert set(SHAPE_FILL) == set(SHAPES)
 
 
 @dataclass(frozen=True)
