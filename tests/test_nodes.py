@@ -1,0 +1,385 @@
+"""The ComfyUI nodes, called in-process outside ComfyUI (the adapter's fallbacks), on a tiny model.
+
+The pack is imported the way ComfyUI imports it: its root ``__init__.py`` as a package, so that
+``nodes/`` and its copy of ``phenaki_core`` are subpackages (relative imports only). Errors are
+checked as ``ValueError`` with the message a ComfyUI user would read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from phenaki_core import MINILM_SPEC, save_bundle
+
+from helpers import build_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "phenaki_comfyui_pack"
+STEPS = 2
+
+
+def load_pack():
+    """Import the pack like ComfyUI does: ``spec_from_file_location`` on the root ``__init__.py``."""
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        spec.loader.exec_module(module)
+    return sys.modules[PACK]
+
+
+def save_tiny_bundle(path: Path, seed: int = 0) -> Path:
+    """A tiny model with MiniLM-sized text (384) that makes up to 17 frames of 8x8."""
+    base = build_tiny().config
+    maskgit = dataclasses.replace(base.maskgit, text_dim=384, max_seq_len=base.cvivit.num_tokens(17))
+    return save_bundle(path, build_tiny(seed, maskgit=maskgit), MINILM_SPEC)
+
+
+pack = load_pack()
+nodes = pack.NODE_CLASS_MAPPINGS
+adapter = sys.modules[f"{PACK}.nodes.comfy_adapter"]
+glue = sys.modules[f"{PACK}.nodes.glue"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phenaki_models")
+    save_tiny_bundle(folder / "tiny.safetensors")
+    (folder / "sub").mkdir()
+    save_tiny_bundle(folder / "sub" / "other.safetensors", seed=1)
+    (folder / "old.pt").write_bytes(b"not listed")
+    (folder / "notes.txt").write_text("not listed")
+    adapter.add_model_folder(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    (loaded,) = nodes["PhenakiLoader"]().load("tiny.safetensors", "cpu", "fp32")
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def cond(model):
+    (encoded,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right", "")
+    return encoded
+
+
+@pytest.fixture(scope="module")
+def scene9(model, cond):
+    """A 9-frame scene to prime from."""
+    return sample(model, cond, frames=9, seed=1)
+
+
+def sample(model, cond, frames=9, seed=0, **kwargs):
+    (tokens,) = nodes["PhenakiSampleScene"]().sample(model, cond, frames, STEPS, 3.0, 0.9, 1.0, seed, **kwargs)
+    return tokens
+
+
+def chain(model, prompts, frames=17, prime_frames=5, seed=0, **kwargs):
+    return nodes["PhenakiChainScenes"]().chain(model, prompts, frames, prime_frames, STEPS, 3.0, 0.9, 1.0, seed,
+                                               **kwargs)
+
+
+def decode(tokens, include_prime=True):
+    return nodes["PhenakiDecode"]().decode(tokens, include_prime)
+
+
+def encode_video(model, images):
+    (tokens,) = nodes["PhenakiEncodeVideo"]().encode(model, images)
+    return tokens
+
+
+class FakeProgressBar:
+    def __init__(self, total):
+        self.total = total
+        self.updates = []
+
+    def update_absolute(self, value, total=None, preview=None):
+        self.updates.append((value, preview))
+
+
+@pytest.fixture
+def progress(monkeypatch):
+    """Record every progress bar the nodes make, with previews switched on."""
+    bars = []
+
+    def make(total):
+        bars.append(FakeProgressBar(total))
+        return bars[-1]
+
+    monkeypatch.setattr(adapter, "ProgressBar", make)
+    monkeypatch.setattr(adapter, "previews_enabled", lambda: True)
+    return bars
+
+
+# --- the pack --------------------------------------------------------------------------------------
+def test_mappings_are_prefixed_and_complete():
+    expected = {"PhenakiLoader", "PhenakiEncodeText", "PhenakiSampleScene", "PhenakiChainScenes",
+                "PhenakiEncodeVideo", "PhenakiDecode"}
+    assert set(nodes) == expected
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == expected
+    for name, cls in nodes.items():
+        assert callable(getattr(cls(), cls.FUNCTION)), name
+        assert cls.CATEGORY == "Phenaki"
+        assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+        assert "required" in cls.INPUT_TYPES()
+    for name in ("PhenakiSampleScene", "PhenakiChainScenes"):
+        seed = nodes[name].INPUT_TYPES()["required"]["seed"]
+        assert seed[0] == "INT" and seed[1]["control_after_generate"] is True and seed[1]["max"] == 2**64 - 1
+
+
+def test_pack_structure_rules():
+    """Only the adapter imports ComfyUI; nodes/ imports relatively, logs instead of printing, is never installed."""
+    comfy_import = re.compile(r"^\s*(from|import)\s+(comfy|comfy_extras|comfy_api|folder_paths|latent_preview)\b",
+                              re.M)
+    absolute_own = re.compile(r"^\s*(from|import)\s+(nodes|phenaki_core)\b", re.M)
+    for path in [ROOT / "__init__.py", *sorted((ROOT / "nodes").glob("*.py"))]:
+        source = path.read_text()
+        if path.name != "comfy_adapter.py":
+            assert not comfy_import.search(source), f"{path.name} imports ComfyUI directly"
+        assert not absolute_own.search(source), f"{path.name} imports nodes/phenaki_core absolutely"
+        assert not re.search(r"^\s*print\(", source, re.M), f"{path.name} prints"
+    assert "nodes" not in sys.modules or not str(getattr(sys.modules["nodes"], "__file__", "")).startswith(str(ROOT))
+
+
+def test_nodes_is_never_installed_as_a_package():
+    """ComfyUI has a top-level ``nodes`` module; an installed ``nodes`` package would shadow it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert all(entry.startswith("phenaki_core") for entry in setuptools["include"])
+
+
+def test_adapter_fallbacks_outside_comfyui():
+    assert adapter.IN_COMFYUI is False
+    assert adapter.intermediate_device() == torch.device("cpu")
+    assert adapter.intermediate_dtype() == torch.float32
+    assert adapter.load_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert adapter.manage_modules(torch.nn.Linear(1, 1), torch.device("cpu"), torch.device("cpu")) is None
+    adapter.check_interrupted()  # a no-op
+    assert adapter.previews_enabled() is False
+    bar = adapter.ProgressBar(3)
+    for step in range(1, 4):
+        bar.update_absolute(step, 3, None)
+
+
+# --- Load Phenaki ----------------------------------------------------------------------------------
+def test_loader_lists_bundled_model_and_safetensors_only(model_dir):
+    choices = nodes["PhenakiLoader"].INPUT_TYPES()["required"]["ckpt_name"][0]
+    assert choices[0] == "(bundled) shapes64"
+    assert "tiny.safetensors" in choices and "sub/other.safetensors" in choices
+    assert not any(name.endswith((".pt", ".txt")) for name in choices)
+
+
+def test_loader_reuses_a_loaded_checkpoint(model):
+    (again,) = nodes["PhenakiLoader"]().load("tiny.safetensors", "cpu", "fp32")
+    assert again is model
+    assert model.load_device == torch.device("cpu") and model.dtype == torch.float32
+    assert model.text_spec.to_dict() == MINILM_SPEC.to_dict()  # the pack's own copy of the class
+
+
+def test_loader_errors_say_what_to_do(model_dir):
+    with pytest.raises(ValueError, match="models/phenaki"):
+        nodes["PhenakiLoader"]().load("missing.safetensors", "cpu", "fp32")
+    with pytest.raises(ValueError, match="dtype"):
+        nodes["PhenakiLoader"]().load("tiny.safetensors", "cpu", "fp64")
+    def missing():
+        raise glue.CheckpointError("the bundled model is missing from weights/")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(glue, "default_checkpoint", missing)
+        with pytest.raises(ValueError, match="bundled model is missing.*pick a checkpoint from models/phenaki"):
+            nodes["PhenakiLoader"]().load("(bundled) shapes64", "cpu", "fp32")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            nodes["PhenakiLoader"]().load("tiny.safetensors", "cuda", "fp32")
+
+
+# --- Encode Text -----------------------------------------------------------------------------------
+def test_encode_text_gives_a_cpu_cond_with_optional_negative(model, cond):
+    assert cond.text.embeds.shape[0] == 1 and cond.text.embeds.shape[2] == 384
+    assert cond.text.embeds.device.type == "cpu" and cond.negative is None
+    assert cond.encoder.to_dict() == MINILM_SPEC.to_dict()
+    (with_negative,) = nodes["PhenakiEncodeText"]().encode(model, "a red\ncircle", "a blue square")
+    assert with_negative.prompt == "a red circle" and with_negative.negative is not None
+
+
+def test_empty_prompt_is_refused_before_loading(model, monkeypatch):
+    monkeypatch.setattr(glue, "ready", lambda *m: pytest.fail("the model was loaded for a bad input"))
+    with pytest.raises(ValueError, match="empty"):
+        nodes["PhenakiEncodeText"]().encode(model, "  \n ", "")
+
+
+# --- Sample Scene ----------------------------------------------------------------------------------
+def test_sample_scene_makes_tokens_that_reproduce_with_the_seed(model, cond):
+    tokens = sample(model, cond, frames=9, seed=5)
+    assert tokens.ids.shape == (1, 5, 2, 2) and tokens.ids.device.type == "cpu"
+    assert tokens.num_frames == 9 and tokens.prime_frames == 0 and tokens.fps == 8.0
+    assert torch.equal(sample(model, cond, frames=9, seed=5).ids, tokens.ids)
+    assert not torch.equal(sample(model, cond, frames=9, seed=6).ids, tokens.ids)
+
+
+def test_sample_scene_progress_preview_and_cancel_each_step(model, cond, progress, monkeypatch):
+    (tokens,) = nodes["PhenakiSampleScene"]().sample(model, cond, 9, 8, 3.0, 0.9, 1.0, 0)
+    (bar,) = progress
+    assert bar.total == 8 and [value for value, _ in bar.updates] == list(range(1, 9))
+    previews = [value for value, preview in bar.updates if preview is not None]
+    assert previews == [2, 4, 6]  # a modest rate: fewer than 6 per scene, none after the last step
+    kind, image, size = bar.updates[1][1]
+    assert kind == "JPEG" and image.size == (4 * 8, 3 * 8) and size == 512  # 9 frames in a 4x3 sheet
+
+    class Interrupted(BaseException):  # ComfyUI's InterruptProcessingException is a BaseException
+        pass
+
+    checks = []
+
+    def interrupt():
+        checks.append(True)
+        if len(checks) == 2:
+            raise Interrupted
+
+    monkeypatch.setattr(adapter, "check_interrupted", interrupt)
+    with pytest.raises(Interrupted):
+        sample(model, cond, frames=9)
+    assert len(checks) == 2
+    monkeypatch.undo()
+    assert sample(model, cond, frames=9).num_frames == 9  # the model still works after a cancel
+
+
+@pytest.mark.parametrize("frames, message", [(16, r"1 \+ k\*2.*try 15 or 17"), (19, "at most 17 frames"),
+                                             (0, r"1 \+ k\*2")])
+def test_bad_frame_counts_are_refused_before_loading(model, cond, monkeypatch, frames, message):
+    monkeypatch.setattr(glue, "ready", lambda *m: pytest.fail("the model was loaded for a bad input"))
+    with pytest.raises(ValueError, match=message):
+        sample(model, cond, frames=frames)
+
+
+def test_a_whole_prime_is_kept_and_the_scene_continues_it(model, cond, scene9):
+    first = scene9
+    second = sample(model, cond, frames=17, seed=2, prime=first, prime_frames=9)
+    assert second.num_frames == 17 and second.prime_frames == 9
+    assert torch.equal(second.ids[:, :5], first.ids)  # 9 frames = 5 token-frames, unchanged
+    images, fps = decode(second)
+    assert images.shape == (17, 8, 8, 3) and fps == 8.0
+    assert decode(second, include_prime=False)[0].shape == (8, 8, 8, 3)
+
+
+def test_a_prime_tail_is_re_encoded_like_scene_chaining(model, cond, scene9):
+    first = scene9
+    second = sample(model, cond, frames=17, seed=2, prime=first, prime_frames=5)
+    pipeline = model.pipeline
+    expected = pipeline.encode_video(pipeline.decode(first.ids)[:, :, -5:])
+    assert torch.equal(second.ids[:, :3], expected.cpu())
+
+
+@pytest.mark.parametrize("frames, prime_frames, message", [
+    (17, 17, "must be shorter than the scene"),
+    (17, 4, r"1 \+ k\*2"),
+    (17, 0, "prime_frames is 0 but a prime is connected"),
+    (17, 11, r"longer than the prime clip \(9 frames\)"),
+])
+def test_bad_primes_are_refused_before_loading(model, cond, scene9, monkeypatch, frames, prime_frames, message):
+    prime = scene9
+    monkeypatch.setattr(glue, "ready", lambda *m: pytest.fail("the model was loaded for a bad input"))
+    with pytest.raises(ValueError, match=message):
+        sample(model, cond, frames=frames, prime=prime, prime_frames=prime_frames)
+
+
+def test_a_cond_from_another_text_encoder_is_refused(model, cond):
+    other = dataclasses.replace(cond, encoder=dataclasses.replace(cond.encoder, name="t5:t5-small", dim=512))
+    with pytest.raises(ValueError, match="encoded with t5:t5-small.*needs all-MiniLM-L6-v2"):
+        sample(model, other)
+    empty = dataclasses.replace(cond, text=None, encoder=None)
+    with pytest.raises(ValueError, match="holds no text"):
+        sample(model, empty)
+
+
+def test_one_model_can_continue_another_models_clip(model, cond, model_dir):
+    (other,) = nodes["PhenakiLoader"]().load("sub/other.safetensors", "cpu", "fp32")
+    assert other is not model
+    prime = sample(other, cond, frames=9, seed=1)  # same text encoder, so the cond fits both
+    tokens = sample(model, cond, frames=17, prime=prime, prime_frames=5)
+    assert tokens.model is model and tokens.num_frames == 17
+
+
+# --- Encode Video ----------------------------------------------------------------------------------
+def test_encode_video_keeps_the_clip_end_and_fits_the_frames(model):
+    images = torch.rand(10, 12, 16, 4)  # RGBA, not square, 10 frames -> the last 9
+    tokens = encode_video(model, images)
+    assert tokens.num_frames == 9 and tokens.prime_frames == 0 and tokens.ids.shape == (1, 5, 2, 2)
+    expected = images[1:, :, :, :3].permute(3, 0, 1, 2).unsqueeze(0)
+    expected = torch.nn.functional.interpolate(expected[0].permute(1, 0, 2, 3), size=(8, 11), mode="bilinear",
+                                               antialias=True, align_corners=False)[:, :, :, 1:9]
+    assert torch.allclose(tokens.source[0].permute(1, 0, 2, 3), expected.clamp(0, 1), atol=1e-6)
+    gray = encode_video(model, torch.rand(3, 8, 8, 1))
+    assert gray.source.shape == (1, 3, 3, 8, 8)
+    long = torch.rand(20, 8, 8, 3)  # no prime can be longer than the model's 17 frames
+    tokens = encode_video(model, long)
+    assert tokens.num_frames == 17 and torch.equal(tokens.source[0], long[3:].permute(3, 0, 1, 2))
+
+
+def test_encoded_clip_primes_a_scene_with_its_own_frames(model, cond):
+    clip = encode_video(model, torch.rand(9, 8, 8, 3))
+    whole = sample(model, cond, frames=17, prime=clip, prime_frames=9)
+    assert torch.equal(whole.ids[:, :5], clip.ids)
+    tail = sample(model, cond, frames=17, prime=clip, prime_frames=5)
+    expected = model.pipeline.encode_video(clip.source[:, :, -5:])  # the real frames, not a reconstruction
+    assert torch.equal(tail.ids[:, :3], expected.cpu())
+
+
+@pytest.mark.parametrize("images, message", [(torch.rand(8, 8, 3), r"\[frames, height, width, channels\]"),
+                                             (torch.rand(3, 8, 8, 5), "5 channels"),
+                                             (torch.rand(0, 8, 8, 3), "no frames")])
+def test_encode_video_refuses_bad_images(model, images, message):
+    with pytest.raises(ValueError, match=message):
+        encode_video(model, images)
+
+
+# --- Decode ----------------------------------------------------------------------------------------
+def test_decode_gives_comfyui_images(scene9):
+    images, fps = decode(scene9)
+    assert images.shape == (9, 8, 8, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
+    assert images.min() >= 0 and images.max() <= 1 and images.is_contiguous()
+    assert isinstance(fps, float) and fps == 8.0
+
+
+# --- Chain Scenes ----------------------------------------------------------------------------------
+def test_chain_scenes_makes_a_story_with_scene_starts(model, progress):
+    images, fps, starts = chain(model, "a red circle moving right\n\n  a red circle moving up \na red circle", seed=3)
+    assert images.shape == (17 + 12 + 12, 8, 8, 3) and images.dtype == torch.float32
+    assert fps == 8.0 and starts == "0,17,29"
+    (bar,) = progress
+    assert bar.total == 3 * STEPS and [value for value, _ in bar.updates] == list(range(1, 3 * STEPS + 1))
+    again = chain(model, "a red circle moving right\na red circle moving up\na red circle", seed=3)[0]
+    assert torch.equal(again, images)
+
+
+def test_chain_scenes_can_start_from_a_clip(model):
+    clip = encode_video(model, torch.rand(9, 8, 8, 3))
+    images, _, starts = chain(model, "a red circle moving up\na red circle moving left", prime=clip)
+    assert images.shape[0] == 12 + 12 and starts == "0,12"
+
+
+@pytest.mark.parametrize("prompts, frames, prime_frames, message", [
+    (" \n\n ", 17, 5, "one prompt per line"),
+    ("a\nb", 17, 4, r"prime_frames must be 0 \(no priming\) or 1 \+ k\*2"),
+    ("a\nb", 19, 5, "frames_per_scene is 19 but this model makes at most 17"),
+    ("a\nb", 9, 9, "must be shorter than the scene"),
+])
+def test_chain_scenes_refuses_bad_inputs_before_loading(model, monkeypatch, prompts, frames, prime_frames, message):
+    monkeypatch.setattr(glue, "ready", lambda *m: pytest.fail("the model was loaded for a bad input"))
+    with pytest.raises(ValueError, match=message):
+        chain(model, prompts, frames, prime_frames)
+
+
+def test_sampler_settings_are_validated(model, cond):
+    with pytest.raises(ValueError, match="cond_scale"):
+        nodes["PhenakiSampleScene"]().sample(model, cond, 9, STEPS, float("nan"), 0.9, 1.0, 0)
