@@ -48,14 +48,22 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: float = 4.0, dropout: float = 0.0):
         super().__init__()
         inner = int(mult * (2 / 3) * dim)
+        self.inner = inner
         self.norm = nn.LayerNorm(dim)
-        self.proj_in = nn.Linear(dim, inner * 2, bias=False)
+        self.proj_in = nn.Linear(dim, inner * 2, bias=False)  # rows [:inner] values, [inner:] gates
         self.dropout = nn.Dropout(dropout)
         self.proj_out = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gate = self.proj_in(self.norm(x)).chunk(2, dim=-1)
-        return self.proj_out(self.dropout(F.gelu(gate) * x))
+        h = self.norm(x)
+        if torch.is_grad_enabled():
+            value, gate = self.proj_in(h).chunk(2, dim=-1)
+            return self.proj_out(self.dropout(F.gelu(gate) * value))
+        # inference: two matmuls on the halves of proj_in (the same weights) give dense values and
+        # gates, so GELU and an in-place product run on contiguous memory with one less buffer
+        weight = self.proj_in.weight
+        value, gate = F.linear(h, weight[:self.inner]), F.linear(h, weight[self.inner:])
+        return self.proj_out(self.dropout(F.gelu(gate).mul_(value)))
 
 
 class PEG(nn.Module):
@@ -75,8 +83,48 @@ class PEG(nn.Module):
         # any layout -> b d t y x
         v = rearrange(x, f"{layout} -> b d t y x", b=b, t=t, y=y, x=x_)
         time_pad = (2, 0) if self.causal else (1, 1)
-        v = self.dsconv(F.pad(v, (1, 1, 1, 1, *time_pad)))
+        v = F.pad(v, (1, 1, 1, 1, *time_pad))
+        if torch.is_grad_enabled() and v.device.type == "cpu":
+            v = DepthwiseConv3d.apply(v, self.dsconv.weight, self.dsconv.bias)
+        else:
+            v = self.dsconv(v)
         return rearrange(v, f"b d t y x -> {layout}")
+
+
+class DepthwiseConv3d(torch.autograd.Function):
+    """The PEG's 3x3x3 depthwise convolution of a padded input, with a faster CPU backward.
+
+    The CPU's depthwise ``convolution_backward`` is about 10x slower than the forward. Here the
+    input gradient is the forward convolution of the fully padded output gradient with the
+    flipped kernel, and each of the 27 weight gradients is one multiply-and-sum over the
+    channels-last tensors. padded (b, c, t+2, y+2, x+2), weight (c, 1, 3, 3, 3), bias (c) or None.
+    """
+
+    @staticmethod
+    def forward(ctx, padded, weight, bias):
+        ctx.save_for_backward(padded, weight)
+        ctx.has_bias = bias is not None
+        return F.conv3d(padded, weight, bias, groups=weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        padded, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad
+        grad_input = grad_weight = grad_bias = None
+        # channels-last copies (no-ops for the MaskGit layout): dense, vectorizable taps
+        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        if need_input:
+            grad_input = F.conv3d(F.pad(grad, (2, 2, 2, 2, 2, 2)), weight.flip(2, 3, 4), groups=weight.shape[0])
+        if need_weight:
+            t, y, x = grad.shape[2:]
+            g = grad.permute(0, 2, 3, 4, 1)  # b t y x c, contiguous
+            p = padded.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1)
+            taps = [(g * p[:, dt:dt + t, dy:dy + y, dx:dx + x]).sum((0, 1, 2, 3))
+                    for dt in range(3) for dy in range(3) for dx in range(3)]
+            grad_weight = torch.stack(taps, dim=1).view_as(weight).to(weight.dtype)
+        if need_bias and ctx.has_bias:
+            grad_bias = grad.sum((0, 2, 3, 4))
+        return grad_input, grad_weight, grad_bias
 
 
 def alibi_slopes(heads: int) -> list[float]:
@@ -275,11 +323,36 @@ class Attention(nn.Module):
             # the slow math path; BiasedAttention keeps the fused forward and a chunked exact backward
             nkv = self.num_null_kv
             keep = None if key_mask is None else F.pad(key_mask, (nkv, 0), value=True)
-            out = BiasedAttention.apply(q, k, v, F.pad(attn_bias.to(q.dtype), (nkv, 0)), keep, self.scale)
+            bias = attn_bias.to(q.dtype)
+            bias = F.pad(bias, (nkv, 0)) if nkv else bias
+            out = BiasedAttention.apply(q, k, v, bias, keep, self.scale)
         else:
             mask = self._attention_mask(b, q.shape[2], k.shape[2], key_mask, attn_bias, q.dtype, q.device)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
         return self.to_out(rearrange(out[:, :, :i], "b h i d -> b i (h d)"))
+
+    def null_only(self, x: torch.Tensor) -> torch.Tensor:
+        """Cross-attention for rows whose whole context is masked (CFG's unconditional rows).
+
+        Only the learned null key/values remain, and they are the same for every token, so the
+        output projection can be applied to them once:
+            out = sum_s softmax_s(scale * q . k_s) * to_out(v_s)     (s over the null slots)
+        No attention kernel, and a (tokens x heads*slots) combination instead of the per-token
+        output matmul. Equals ``forward(x, context=..., key_mask=all False)`` up to rounding.
+        x (b, i, d) -> (b, i, d).
+        """
+        if self.null_kv is None:
+            raise ValueError("null_only needs learned null key/values (num_null_kv > 0)")
+        h, dh = self.heads, self.dim_head
+        null = self.null_kv.to(x.dtype)
+        k = F.normalize(null[:, 0::2], dim=-1) * self.k_scale.to(x.dtype)  # h s d
+        v = null[:, 1::2]  # h s d
+        q = rearrange(self.to_q(self.norm(x)), "b i (h d) -> b h i d", h=h)
+        q = F.normalize(q, dim=-1) * self.q_scale.to(q.dtype)
+        weights = (torch.einsum("bhid,hsd->bhis", q, k) * self.scale).softmax(dim=-1)
+        out_w = self.to_out.weight.to(x.dtype).view(-1, h, dh)  # dim h d
+        projected = torch.einsum("hsd,ehd->hse", v, out_w)  # h s dim: to_out of each null value
+        return torch.einsum("bhis,hse->bie", weights, projected)
 
     def _attention_mask(self, b: int, i: int, j: int, key_mask: Optional[torch.Tensor],
                         attn_bias: Optional[torch.Tensor], dtype: torch.dtype,
@@ -390,6 +463,7 @@ class Transformer(nn.Module):
         context_mask: Optional[torch.Tensor] = None,
         context_kvs: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None,
         paired_halves: bool = False,  # rows [:b/2] and [b/2:] have equal tokens (CFG's cond/uncond)
+        null_context_half: bool = False,  # rows [b/2:] have their whole context masked (CFG's uncond)
     ) -> torch.Tensor:
         use_context = context is not None or context_kvs is not None
         for index, layer in enumerate(self.layers):
@@ -409,6 +483,15 @@ class Transformer(nn.Module):
                 x = layer.self_attn(x, key_mask=self_key_mask, attn_bias=attn_bias) + x
             if layer.cross_attn is not None and use_context:
                 kv = context_kvs[index] if context_kvs is not None else None
-                x = layer.cross_attn(x, context=context, context_kv=kv, key_mask=context_mask) + x
+                if null_context_half and layer.cross_attn.null_kv is not None:
+                    # the unconditional half attends to the null slots only: closed form, no kernel
+                    half = x.shape[0] // 2
+                    cond = layer.cross_attn(
+                        x[:half], context=None if context is None else context[:half],
+                        context_kv=None if kv is None else (kv[0][:half], kv[1][:half]),
+                        key_mask=None if context_mask is None else context_mask[:half])
+                    x = torch.cat((cond, layer.cross_attn.null_only(x[half:]))) + x
+                else:
+                    x = layer.cross_attn(x, context=context, context_kv=kv, key_mask=context_mask) + x
             x = layer.ff(x) + x
         return self.norm_out(x)

@@ -100,12 +100,15 @@ class MaskGit(_TokenTransformer):
         text_kvs: Optional[KV] = None,  # from text_kvs(), to skip recomputing them
         return_embeds: bool = False,
         paired_halves: bool = False,
+        null_text_half: bool = False,
     ) -> torch.Tensor:
         """Returns logits (b, n, num_tokens), or the final embeddings (b, n, dim) with return_embeds.
 
         ``paired_halves``: the caller promises that rows ``[:b/2]`` and ``[b/2:]`` hold the same ids
         and video mask (classifier-free guidance: one text, one dropped text), so the work before
-        the first cross-attention is done once for both.
+        the first cross-attention is done once for both. ``null_text_half``: the caller promises
+        that every text token of rows ``[b/2:]`` is masked (the unconditional branch), so their
+        cross-attention reduces to the null key/values (``Attention.null_only``).
         """
         ids, token_shape = flatten_ids(ids, token_shape)
         if not self.unconditional and text_embeds is None and text_kvs is None:
@@ -120,7 +123,8 @@ class MaskGit(_TokenTransformer):
         x = self.transformer(
             x, video_shape=(ids.shape[0], *token_shape), attn_bias=attn_bias, self_key_mask=video_mask,
             context=None if self.unconditional else text_embeds, context_mask=text_mask,
-            context_kvs=text_kvs, paired_halves=paired_halves and not self.unconditional)
+            context_kvs=text_kvs, paired_halves=paired_halves and not self.unconditional,
+            null_context_half=null_text_half and not self.unconditional)
         return x if return_embeds else self.to_logits(x)
 
 

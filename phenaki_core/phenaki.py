@@ -325,7 +325,7 @@ class Phenaki(nn.Module):
         def logits_fn(ids: torch.Tensor) -> torch.Tensor:
             return combine(self.maskgit(full_ids(ids), text_mask=text_mask, token_shape=token_shape,
                                         attn_bias=bias, text_kvs=text_kvs, text_embeds=text_embeds,
-                                        paired_halves=guided))
+                                        paired_halves=guided, null_text_half=guided and negative is None))
 
         critic_fn = None
         if self.critic is not None:

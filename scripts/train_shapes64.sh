@@ -13,7 +13,7 @@ DEVICE=${DEVICE:-auto}
 
 # stage 1: the C-ViViT tokenizer
 phenaki train tokenizer "$RUNS/tok" --preset shapes64 --steps "$TOK_STEPS" --batch-size 8 --lr 1e-3 \
-  --warmup-steps 150 --entropy-weight 0.005 --checkpoint-every 200 --preview-every 250 --threads "$THREADS" --device "$DEVICE" \
+  --warmup-steps 150 --entropy-weight 0.1 --checkpoint-every 200 --preview-every 250 --threads "$THREADS" --device "$DEVICE" \
   --max-minutes "$TOK_MINUTES"
 
 # stage 2: MaskGit + token critic on the frozen tokenizer, MiniLM text frozen

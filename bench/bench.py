@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""Speed and memory of phenaki_core, side by side with phenaki-pytorch 0.5.0 (the peer).
+
+    python bench/bench.py --config S --device cpu [--peer] [--quick] [--threads N] [--json out.json]
+
+Both implementations get the same architecture (our preset -> peer kwargs, bench/peer.py), random
+weights (the MaskGit weights are identical: the peer's are converted with phenaki_core.convert),
+random text embeddings, and run in this one process on one device. Measured, per precision:
+
+    sample b1 / b8   17 frames, 18 steps, cond_scale 3, no critic (confidence re-masking), ending
+                     in decoded pixels: ours = Phenaki.sample + CViViT.decode_from_ids, the peer's
+                     Phenaki.sample decodes itself
+    maskgit train    batch 8, precomputed codes, text embeddings given, no critic in either:
+                     forward (masked-token cross-entropy) + backward + Adam step
+    cvivit train     batch 8 clips: forward + reconstruction loss + backward + Adam step (peer:
+                     use_vgg_and_gan=False; ours adds the LFQ commit/entropy terms the peer computes
+                     but drops)
+    encode / decode  the tokenizer alone, batch 1, no grad
+
+Each cell is the median of the timed repeats (ours and the peer alternate). Peak memory is
+torch.cuda.max_memory_allocated above the level before the call on CUDA; on the CPU it is the
+peak resident-set growth during the (untimed) warm-up call, sampled every 5 ms: a coarse number.
+For sampling the script counts the FLOPs of our forward passes (FlopCounterMode, CPU attention
+kernel included) and reports both implementations against the matmul peak measured in this run.
+fp32 everywhere; bf16 on CUDA only (the peer under autocast, ours with bf16 weights for sampling,
+autocast for training). ``--quick`` runs the tiny preset once, for CI; it asserts nothing about
+speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "bench"):  # phenaki_core from this checkout (the peer's venv lacks it); bench/peer.py
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
+
+from phenaki_core import CriticConfig, Phenaki, SamplerConfig, TextCondition, preset  # noqa: E402
+from phenaki_core.convert import convert_peer_state_dict  # noqa: E402
+
+TEXT_LEN = 16
+
+
+# --------------------------------------------------------------------------------------------------
+# measurement
+# --------------------------------------------------------------------------------------------------
+
+
+class RSSPeak:
+    """Peak resident-set growth of this process while active (sampled by a thread, Linux /proc)."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.available = Path("/proc/self/statm").exists()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self.page
+
+    def __enter__(self):
+        self.peak = self.start = self._rss() if self.available else 0
+        self._stop = threading.Event()
+        if self.available:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.available:
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+        return False
+
+    @property
+    def delta(self) -> Optional[int]:
+        return self.peak - self.start if self.available else None
+
+
+@dataclass
+class Cell:
+    times: list = field(default_factory=list)
+    peak_bytes: Optional[int] = None
+
+    @property
+    def median(self) -> Optional[float]:
+        return statistics.median(self.times) if self.times else None
+
+
+class Timer:
+    def __init__(self, device: torch.device, repeats: int, warmup: int, budget_s: float):
+        self.device, self.repeats, self.warmup, self.budget_s = device, repeats, warmup, budget_s
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _once(self, fn: Callable[[], object]) -> float:
+        self.sync()
+        start = time.perf_counter()
+        fn()
+        self.sync()
+        return time.perf_counter() - start
+
+    def _memory(self, fn: Callable[[], object]) -> tuple[Optional[int], float]:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            elapsed = self._once(fn)
+            return torch.cuda.max_memory_allocated(self.device) - base, elapsed
+        with RSSPeak() as rss:
+            elapsed = self._once(fn)
+        return rss.delta, elapsed
+
+    def compare(self, fns: dict[str, Callable[[], object]]) -> dict[str, Cell]:
+        """Warm up each fn (measuring memory), then alternate timed runs until repeats or budget."""
+        cells = {name: Cell() for name in fns}
+        for name, fn in fns.items():
+            cells[name].peak_bytes, elapsed = self._memory(fn)  # first call: warm-up + memory
+            for _ in range(self.warmup - 1):
+                self._once(fn)
+            if self.warmup == 0 or elapsed > self.budget_s:
+                # no warm-up asked for, or a call so long that one-time costs are noise: it counts
+                cells[name].times.append(elapsed)
+        spent = sum(sum(c.times) for c in cells.values())
+        # alternate the implementations; at least one timed run each, then stop at repeats or budget
+        while min(len(c.times) for c in cells.values()) < self.repeats:
+            if spent > self.budget_s and all(c.times for c in cells.values()):
+                break
+            for name, fn in fns.items():
+                elapsed = self._once(fn)
+                cells[name].times.append(elapsed)
+                spent += elapsed
+        return cells
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 1.0) -> float:
+    """Best FLOP/s of an n x n x n matmul (the device's practical dense peak for this dtype)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    timer = Timer(device, 1, 0, 0)
+    for _ in range(2):
+        timer._once(lambda: a @ b)
+    best, spent = float("inf"), 0.0
+    while spent < seconds or best == float("inf"):
+        elapsed = timer._once(lambda: a @ b)
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2 * n**3 / best
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of fn's matmuls and attention (FlopCounterMode, plus the CPU flash-attention kernel)."""
+    custom = {}
+    cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_flash is not None:
+        def cpu_flash_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs):
+            return sdpa_flop_count(q_shape, k_shape, v_shape)
+        custom[cpu_flash.default] = cpu_flash_flops
+    with FlopCounterMode(display=False, custom_mapping=custom) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# --------------------------------------------------------------------------------------------------
+# workloads
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    name: str  # preset
+    config: object
+    frames: int
+    steps: int
+    sample_batches: tuple
+    train_batch: int
+    coding_batch: int
+
+
+def make_setup(config_name: str, quick: bool) -> Setup:
+    if quick:
+        config = preset("tiny").replace(critic=CriticConfig(kind="none"))
+        return Setup("tiny", config, frames=9, steps=2, sample_batches=(1, 2), train_batch=2, coding_batch=1)
+    config = preset(config_name).replace(critic=CriticConfig(kind="none"))
+    return Setup(config_name, config, frames=17, steps=18, sample_batches=(1, 8), train_batch=8, coding_batch=1)
+
+
+class Workloads:
+    """Builds the callables that are timed: ours, and the peer's when it is built."""
+
+    def __init__(self, setup: Setup, device: torch.device, with_peer: bool, compile_sampler: bool, seed: int = 0):
+        self.setup, self.device, self.compile_sampler = setup, device, compile_sampler
+        cfg = setup.config
+        self.text_dim = cfg.maskgit.text_dim
+        self.token_shape = cfg.cvivit.token_shape(setup.frames)
+        self.peer = None
+        if with_peer:
+            from peer import build_peer  # bench/peer.py; imports phenaki_pytorch
+
+            self.peer = build_peer(cfg, steps=setup.steps, device=device, seed=seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            self.ours = Phenaki(cfg).to(device).eval()
+        if self.peer is not None:  # identical MaskGit weights
+            self.ours.maskgit.load_state_dict(convert_peer_state_dict(self.peer.maskgit.state_dict()), strict=True)
+        self.gen = torch.Generator(device="cpu").manual_seed(seed + 2)
+
+    # inputs -----------------------------------------------------------------------------------
+    def text(self, batch: int) -> torch.Tensor:
+        return torch.randn(batch, TEXT_LEN, self.text_dim, generator=self.gen).to(self.device)
+
+    def video(self, batch: int) -> torch.Tensor:
+        c = self.setup.config.cvivit
+        return torch.rand(batch, c.channels, self.setup.frames, c.image_size, c.image_size,
+                          generator=self.gen).to(self.device)
+
+    def ids(self, batch: int) -> torch.Tensor:
+        return torch.randint(0, self.setup.config.cvivit.codebook_size, (batch, *self.token_shape),
+                             generator=self.gen).to(self.device)
+
+    # sampling ---------------------------------------------------------------------------------
+    def sampling(self, batch: int, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+        embeds = self.text(batch)
+        sampler = SamplerConfig(steps=self.setup.steps, cond_scale=3.0)
+        ours = self.ours if dtype == torch.float32 else self._ours_in(dtype)
+        text = TextCondition(embeds.to(dtype), torch.ones(batch, TEXT_LEN, dtype=torch.bool, device=self.device))
+
+        def run_ours():
+            gen = torch.Generator(device=self.device).manual_seed(0)
+            ids = ours.sample(text, num_frames=self.setup.frames, sampler=sampler, generator=gen,
+                              compile=self.compile_sampler)
+            return ours.cvivit.decode_from_ids(ids)
+
+        fns = {"ours": run_ours}
+        if self.peer is not None:
+            peer = self.peer
+
+            def run_peer():
+                peer.set_text(embeds)
+                with self._autocast(dtype):
+                    return peer.phenaki.sample(texts=[""] * batch, num_frames=self.setup.frames, cond_scale=3.0)
+
+            fns["peer"] = run_peer
+        return fns
+
+    def sampling_flops(self, batch: int) -> int:
+        """FLOPs of one sample (our forward passes x steps + the final decode), fp32 graph."""
+        model, steps = self.ours, self.setup.steps
+        text = TextCondition(self.text(batch), torch.ones(batch, TEXT_LEN, dtype=torch.bool, device=self.device))
+        n = math.prod(self.token_shape)
+        ids = torch.full((batch, n), model.maskgit.mask_id, device=self.device)
+        with torch.no_grad():
+            setup_flops = count_flops(lambda: model._guided_fns(text, None, None, self.token_shape, 3.0))
+            logits_fn, _ = model._guided_fns(text, None, None, self.token_shape, 3.0)
+            step_flops = count_flops(lambda: logits_fn(ids))
+            decode_flops = count_flops(lambda: model.cvivit.decode_from_ids(self.ids(batch)))
+        return setup_flops + steps * step_flops + decode_flops
+
+    def _ours_in(self, dtype: torch.dtype) -> Phenaki:
+        cached = getattr(self, "_cast", {})
+        if dtype not in cached:
+            import copy
+
+            cached[dtype] = copy.deepcopy(self.ours).to(dtype)
+            self._cast = cached
+        return cached[dtype]
+
+    def _autocast(self, dtype: torch.dtype):
+        if dtype == torch.float32:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # training ---------------------------------------------------------------------------------
+    def maskgit_train(self, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+        b = self.setup.train_batch
+        ids, embeds = self.ids(b), self.text(b)
+        text = TextCondition(embeds, torch.ones(b, TEXT_LEN, dtype=torch.bool, device=self.device))
+        model = self.ours
+        opt = torch.optim.Adam(model.maskgit.parameters(), lr=1e-4)
+        gen = torch.Generator(device=self.device).manual_seed(0)
+
+        def run_ours():
+            model.train()
+            with self._autocast(dtype):
+                loss = model(ids, text=text, generator=gen).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        fns = {"ours": run_ours}
+        if self.peer is not None:
+            peer = self.peer.phenaki
+            peer_opt = torch.optim.Adam(self.peer.maskgit.parameters(), lr=1e-4)
+
+            def run_peer():
+                peer.train()
+                with self._autocast(dtype):
+                    loss = peer(video_codebook_ids=ids, text_embeds=embeds)
+                loss.backward()
+                peer_opt.step()
+                peer_opt.zero_grad(set_to_none=True)
+                return loss
+
+            fns["peer"] = run_peer
+        return fns
+
+    def cvivit_train(self, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+        video = self.video(self.setup.train_batch)
+        tokenizer = self.ours.cvivit
+        opt = torch.optim.Adam(tokenizer.parameters(), lr=1e-4)
+
+        def run_ours():
+            tokenizer.train()
+            with self._autocast(dtype):
+                out = tokenizer(video)
+                loss = out.recon_loss + out.commit_loss + out.entropy_loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            tokenizer.eval()
+            return loss
+
+        fns = {"ours": run_ours}
+        if self.peer is not None:
+            peer = self.peer.cvivit
+            peer_opt = torch.optim.Adam(peer.parameters(), lr=1e-4)
+
+            def run_peer():
+                peer.train()
+                with self._autocast(dtype):
+                    loss = peer(video)
+                loss.backward()
+                peer_opt.step()
+                peer_opt.zero_grad(set_to_none=True)
+                return loss
+
+            fns["peer"] = run_peer
+        return fns
+
+    def encode(self, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+        video = self.video(self.setup.coding_batch)
+        tokenizer = self.ours.cvivit.eval()
+        fns = {"ours": lambda: self._no_grad(dtype, lambda: tokenizer.encode_to_ids(video))}
+        if self.peer is not None:
+            peer = self.peer.phenaki.cvivit.eval()
+            fns["peer"] = lambda: self._no_grad(dtype, lambda: peer(video, return_only_codebook_ids=True))
+        return fns
+
+    def decode(self, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+        ids = self.ids(self.setup.coding_batch)
+        tokenizer = self.ours.cvivit.eval()
+        fns = {"ours": lambda: self._no_grad(dtype, lambda: tokenizer.decode_from_ids(ids))}
+        if self.peer is not None:
+            peer = self.peer.phenaki.cvivit.eval()
+            flat = ids.flatten(1)  # the peer's LFQ crashes on 4-D ids
+            fns["peer"] = lambda: self._no_grad(dtype, lambda: peer.decode_from_codebook_indices(flat))
+        return fns
+
+    def _no_grad(self, dtype: torch.dtype, fn: Callable[[], object]):
+        with torch.no_grad(), self._autocast(dtype):
+            return fn()
+
+
+# --------------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.get_num_threads()} threads"
+
+
+def fmt_time(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_mem(nbytes: Optional[int]) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**20:.0f} MiB"
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> str:
+    return "-" if not a or not b else f"{a / b:.2f}x"
+
+
+def opt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def render(rows: list[dict], header: dict) -> str:
+    lines = [f"device: {header['device']}  |  torch {header['torch']}  |  config {header['config']}"
+             f"  |  peer: {header['peer'] or 'not run'}",
+             "matmul peak (measured): " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s"
+                                                    for k, v in header["matmul_peak"].items()),
+             "",
+             "| measurement | dtype | ours | peer | peer/ours | ours peak mem | peer peak mem | GFLOP | ours % peak | peer % peak |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['dtype']} | {fmt_time(r['ours_s'])} | {fmt_time(r.get('peer_s'))} "
+            f"| {ratio(r.get('peer_s'), r['ours_s'])} | {fmt_mem(r.get('ours_mem'))} | {fmt_mem(r.get('peer_mem'))} "
+            f"| {opt(r.get('gflop'), '{:.3g}')} | {opt(r.get('ours_peak_pct'), '{:.1f}%')} "
+            f"| {opt(r.get('peer_peak_pct'), '{:.1f}%')} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="S", choices=["S", "L"], help="PEER.md config (preset)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--peer", action="store_true", help="also run phenaki-pytorch 0.5.0 (must be installed)")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny preset, 1 repeat, no warm-up")
+    parser.add_argument("--dtypes", default=None, help="comma list of fp32,bf16 (default: fp32, plus bf16 on CUDA)")
+    parser.add_argument("--only", default=None,
+                        help="comma list of: sample, maskgit_train, cvivit_train, encode, decode")
+    parser.add_argument("--sample-batches", default=None, help="comma list overriding the sampling batch sizes")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median is reported)")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="stop repeating a cell once its timed runs took this many seconds (>= 1 run); "
+                             "a warm-up call longer than this counts as the timed run")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--compile", action="store_true", help="sample with compile=True (torch.compile / CUDA graphs)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA GPU is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    dtype_map = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if device.type == "cpu" and "bf16" in dtypes:
+        parser.error("bf16 is measured on CUDA only")
+    tasks = args.only.split(",") if args.only else ["sample", "maskgit_train", "cvivit_train", "encode", "decode"]
+    repeats, warmup = (1, 0) if args.quick else (args.repeats, 1)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, for both implementations
+        torch.backends.cudnn.allow_tf32 = False
+
+    setup = make_setup(args.config, args.quick)
+    if args.sample_batches:
+        setup.sample_batches = tuple(int(b) for b in args.sample_batches.split(","))
+    work = Workloads(setup, device, args.peer, args.compile)
+    timer = Timer(device, repeats, warmup, args.budget)
+    peak_n = 256 if args.quick else (8192 if device.type == "cuda" else 2048)
+    peaks = {d: matmul_peak(device, dtype_map[d], peak_n, seconds=0.2 if args.quick else 2.0) for d in dtypes}
+    header = {"device": device_name(device), "torch": torch.__version__, "config": setup.name,
+              "peer": f"phenaki-pytorch {__import__('peer').peer_version()}" if args.peer else None,
+              "matmul_peak": peaks, "command": " ".join([Path(sys.executable).name] + sys.argv),
+              "threads": torch.get_num_threads()}
+
+    rows = []
+
+    def record(name: str, dtype: str, cells: dict[str, Cell], gflop: Optional[float] = None):
+        row = {"name": name, "dtype": dtype, "ours_s": cells["ours"].median, "ours_mem": cells["ours"].peak_bytes,
+               "ours_times": cells["ours"].times}
+        if "peer" in cells:
+            row.update(peer_s=cells["peer"].median, peer_mem=cells["peer"].peak_bytes, peer_times=cells["peer"].times)
+        if gflop is not None:
+            row["gflop"] = gflop
+            peak = peaks[dtype]
+            row["ours_peak_pct"] = 100 * gflop * 1e9 / row["ours_s"] / peak
+            if row.get("peer_s"):
+                row["peer_peak_pct"] = 100 * gflop * 1e9 / row["peer_s"] / peak
+        rows.append(row)
+        print(f"  {name} [{dtype}]: ours {fmt_time(row['ours_s'])}"
+              + (f", peer {fmt_time(row['peer_s'])} ({ratio(row['peer_s'], row['ours_s'])})" if "peer_s" in row else ""),
+              flush=True)
+
+    print(f"bench: {header['device']}, config {setup.name}, peer {'on' if args.peer else 'off'}", flush=True)
+    for dname in dtypes:
+        dtype = dtype_map[dname]
+        if "sample" in tasks:
+            for b in setup.sample_batches:
+                gflop = work.sampling_flops(b) / 1e9
+                record(f"sample b{b} ({setup.frames} frames, {setup.steps} steps, CFG 3)", dname,
+                       timer.compare(work.sampling(b, dtype)), gflop)
+        if "maskgit_train" in tasks:
+            record(f"MaskGit train step b{setup.train_batch}", dname, timer.compare(work.maskgit_train(dtype)))
+        if "cvivit_train" in tasks:
+            record(f"C-ViViT train step b{setup.train_batch}", dname, timer.compare(work.cvivit_train(dtype)))
+        if "encode" in tasks:
+            record(f"tokenizer encode b{setup.coding_batch}", dname, timer.compare(work.encode(dtype)))
+        if "decode" in tasks:
+            record(f"tokenizer decode b{setup.coding_batch}", dname, timer.compare(work.decode(dtype)))
+
+    print()
+    print(render(rows, header))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""The speed paths keep the reference math: biased-attention gradients, CPU mask shortcuts, compile fallback."""
+
+import logging
+
+import pytest
+import torch
+
+import phenaki_core.layers as layers
+import phenaki_core.sampling as sampling
+from helpers import build_tiny, random_text
+from phenaki_core import SamplerConfig
+from phenaki_core.layers import PEG, Attention, BiasedAttention, ContinuousPositionBias, DepthwiseConv3d, FeedForward
+
+
+def reference(q, k, v, bias, keep, scale):
+    sim = q @ k.transpose(-1, -2) * scale + bias
+    if keep is not None:
+        sim = sim.masked_fill(~keep[:, None, None, :], torch.finfo(sim.dtype).min)
+    return sim.softmax(-1) @ v
+
+
+def inputs(dtype, b=5, h=3, i=7, j=7, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, n, d, generator=g, dtype=dtype).requires_grad_() for n in (i, j, j))
+    bias = torch.randn(h, i, j, generator=g, dtype=dtype).requires_grad_()
+    keep = torch.rand(b, j, generator=g) > 0.3
+    keep[:, 0] = True
+    return q, k, v, bias, keep
+
+
+@pytest.mark.parametrize(("with_keep", "block"), [(True, 1), (True, 2 * 3 * 4 * 2), (False, 1 << 21)])
+def test_biased_attention_gradcheck_in_float64(with_keep, block, monkeypatch):
+    """Blocks of one row (fused bias matmul), of two rows (+ a remainder), and of the whole batch."""
+    monkeypatch.setattr(layers, "BIASED_ATTENTION_BLOCK", block)
+    q, k, v, bias, keep = inputs(torch.float64, b=3, h=2, i=3, j=4, d=2)
+    keep = keep if with_keep else None
+    assert torch.autograd.gradcheck(lambda *t: BiasedAttention.apply(*t, keep, 8.0), (q, k, v, bias), fast_mode=True)
+
+
+@pytest.mark.parametrize("block", [1, 1 << 21])
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_biased_attention_float32_gradients_are_as_accurate_as_the_reference_math(with_keep, block, monkeypatch):
+    """Against float64 truth, our float32 gradients err no more than the plain float32 math does."""
+    monkeypatch.setattr(layers, "BIASED_ATTENTION_BLOCK", block)
+    q, k, v, bias, keep = inputs(torch.float32, seed=1, j=9)
+    keep = keep if with_keep else None
+    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(2))
+    out = BiasedAttention.apply(q, k, v, bias, keep, 8.0)
+    ours = torch.autograd.grad(out, (q, k, v, bias), grad)
+    ref_out = reference(q, k, v, bias, keep, 8.0)
+    refs = torch.autograd.grad(ref_out, (q, k, v, bias), grad)
+    wide = [t.detach().double().requires_grad_() for t in (q, k, v, bias)]
+    truth_out = reference(*wide, keep, 8.0)
+    truths = torch.autograd.grad(truth_out, wide, grad.double())
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    for a, r, t in zip(ours, refs, truths):
+        ours_err, ref_err = (a.double() - t).abs().max().item(), (r.double() - t).abs().max().item()
+        assert ours_err <= 4 * ref_err + 1e-6, (ours_err, ref_err)
+        torch.testing.assert_close(a, r, atol=1e-4, rtol=1e-4)
+
+
+def test_attention_layer_with_trainable_bias_takes_the_fast_path_and_matches_plain_sdpa(monkeypatch):
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4, dim_head=8)
+    x = torch.randn(3, 10, 32, requires_grad=True)
+    cpb = ContinuousPositionBias(dim=16, heads=4, num_dims=2)
+    key_mask = torch.ones(3, 10, dtype=torch.bool)
+    key_mask[1, 6:] = False
+    calls = []
+    original = BiasedAttention.apply
+    monkeypatch.setattr(BiasedAttention, "apply", lambda *a: calls.append(1) or original(*a))
+
+    def grads():
+        out = attn(x, key_mask=key_mask, attn_bias=cpb(2, 5))
+        out.square().sum().backward()
+        result = [x.grad.clone()] + [p.grad.clone() for p in list(attn.parameters()) + list(cpb.parameters())
+                                     if p.grad is not None]
+        attn.zero_grad(), cpb.zero_grad(), x.grad.zero_()
+        return out.detach(), result
+
+    fast_out, fast = grads()
+    assert calls, "a bias that requires grad on the CPU must use BiasedAttention"
+    monkeypatch.setattr(layers, "USE_BIASED_ATTENTION", False)  # the plain SDPA (math) path
+    calls.clear()
+    plain_out, plain = grads()
+    assert not calls
+    torch.testing.assert_close(fast_out, plain_out, atol=1e-5, rtol=1e-5)
+    assert len(fast) == len(plain) > 3
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_all_true_key_mask_is_the_same_as_no_mask():
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4, dim_head=8)
+    x, bias = torch.randn(2, 9, 32), torch.randn(4, 9, 9)
+    torch.testing.assert_close(attn(x, attn_bias=bias, key_mask=torch.ones(2, 9, dtype=torch.bool)),
+                               attn(x, attn_bias=bias), atol=0, rtol=0)
+
+
+def test_compile_flag_on_cpu_samples_eagerly_with_identical_output(caplog):
+    model = build_tiny()
+    text = random_text(2)
+    cfg = SamplerConfig(steps=3)
+    eager = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3))
+    with caplog.at_level(logging.INFO, logger="phenaki_core.sampling"):
+        flagged = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3),
+                               compile=True)
+    assert torch.equal(eager, flagged)
+    assert any("eagerly" in r.message for r in caplog.records)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
+    """Pretend the CPU is a compile device and that compilation blows up on the first call."""
+    model = build_tiny()
+    text = random_text(1)
+    cfg = SamplerConfig(steps=3)
+    eager = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(4))
+
+    def broken_compile(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+        return call
+
+    monkeypatch.setattr(sampling, "COMPILE_DEVICES", ("cpu", "cuda"))
+    monkeypatch.setattr(sampling.torch, "compile", broken_compile)
+    with caplog.at_level(logging.WARNING, logger="phenaki_core.sampling"):
+        fallback = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(4),
+                                compile=True)
+    assert torch.equal(eager, fallback)
+    assert any("torch.compile failed" in r.message for r in caplog.records)
+
+
+def test_compile_wrapper_uses_the_compiled_callable_when_it_works(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sampling, "COMPILE_DEVICES", ("cpu",))
+    monkeypatch.setattr(sampling.torch, "compile", lambda fn, **kw: (lambda *a: seen.append(kw) or fn(*a)))
+    fn = sampling.maybe_compile(lambda x: x + 1, torch.device("cpu"), True)
+    assert fn(torch.tensor(1)).item() == 2 and seen and seen[0]["dynamic"] is False
+
+
+def test_position_bias_is_contiguous_and_sampling_bias_is_built_once(monkeypatch):
+    model = build_tiny()
+    assert model.maskgit.position_bias((3, 2, 2)).is_contiguous()
+    calls = []
+    original = type(model.maskgit.continuous_pos_bias).forward
+    monkeypatch.setattr(type(model.maskgit.continuous_pos_bias), "forward",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    model.sample(random_text(1), num_frames=5, sampler=SamplerConfig(steps=4),
+                 generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 1
+
+
+def test_paired_cfg_halves_share_the_first_layer_and_match_the_full_forward():
+    model = build_tiny()
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 64, (2, 12), generator=g)
+    ids = torch.cat((ids, ids))  # rows [cond; uncond] with the same tokens
+    text = random_text(2)
+    embeds = torch.cat((text.embeds, text.embeds))
+    mask = torch.cat((text.mask, torch.zeros_like(text.mask)))
+    with torch.no_grad():
+        full = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2))
+        paired = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2), paired_halves=True)
+    torch.testing.assert_close(paired, full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full[:2], full[2:])  # the halves really differ after cross-attention
+
+
+def test_guided_sampling_is_still_seed_reproducible():
+    model = build_tiny()
+    text = random_text(2, pad_last=2)
+    runs = [model.sample(text, num_frames=5, sampler=SamplerConfig(steps=4, cond_scale=2.5),
+                         generator=torch.Generator().manual_seed(11)) for _ in range(2)]
+    assert torch.equal(*runs)
+
+
+def test_feed_forward_inference_split_matmuls_equal_one_matmul_and_chunk():
+    torch.manual_seed(0)
+    ff = FeedForward(32)
+    with torch.no_grad():
+        ff.norm.weight.add_(torch.randn(32) * 0.2)
+    x = torch.randn(2, 7, 32, requires_grad=True)
+
+    def reference(inp):
+        value, gate = ff.proj_in(ff.norm(inp)).chunk(2, dim=-1)
+        return ff.proj_out(torch.nn.functional.gelu(gate) * value)
+
+    with torch.no_grad():
+        torch.testing.assert_close(ff(x), reference(x), atol=1e-6, rtol=1e-6)
+    ours = torch.autograd.grad(ff(x).square().sum(), [x, ff.proj_in.weight, ff.proj_out.weight])
+    refs = torch.autograd.grad(reference(x).square().sum(), [x, ff.proj_in.weight, ff.proj_out.weight])
+    for a, r in zip(ours, refs):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+
+
+def test_depthwise_conv_backward_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    padded = torch.randn(2, 3, 5, 4, 4, generator=g, dtype=torch.float64).requires_grad_()
+    weight = torch.randn(3, 1, 3, 3, 3, generator=g, dtype=torch.float64).requires_grad_()
+    bias = torch.randn(3, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(DepthwiseConv3d.apply, (padded, weight, bias), fast_mode=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_peg_training_gradients_match_the_plain_convolution(causal):
+    torch.manual_seed(0)
+    peg = PEG(8, causal=causal)
+    b, t, y, x = 2, 4, 3, 3
+    seq = torch.randn(b * y * x, t, 8, requires_grad=True)
+    grad = torch.randn(b * y * x, t, 8)
+    out = peg(seq, (b, t, y, x), "(b y x) t d")
+    ours = torch.autograd.grad(out, [seq, peg.dsconv.weight, peg.dsconv.bias], grad)
+    with torch.no_grad():
+        plain = peg(seq, (b, t, y, x), "(b y x) t d")  # no grad: the nn.Conv3d path
+    torch.testing.assert_close(out, plain, atol=0, rtol=0)
+    v = torch.nn.functional.pad(seq.reshape(b, y, x, t, 8).permute(0, 4, 3, 1, 2),
+                                (1, 1, 1, 1, 2, 0) if causal else (1, 1, 1, 1, 1, 1))
+    ref = peg.dsconv(v).permute(0, 3, 4, 2, 1).reshape(b * y * x, t, 8)
+    refs = torch.autograd.grad(ref, [seq, peg.dsconv.weight, peg.dsconv.bias], grad)
+    for a, r in zip(ours, refs):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+
+
+def test_null_only_cross_attention_equals_fully_masked_attention():
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4, dim_head=8, dim_context=24, num_null_kv=2)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(0.3 * torch.randn(p.shape))
+    x, ctx = torch.randn(3, 10, 32), torch.randn(3, 5, 24)
+    masked = attn(x, context=ctx, key_mask=torch.zeros(3, 5, dtype=torch.bool))
+    torch.testing.assert_close(attn.null_only(x), masked, atol=1e-5, rtol=1e-5)
+
+
+def test_unconditional_half_shortcut_matches_the_full_guided_forward():
+    model = build_tiny()
+    g = torch.Generator().manual_seed(6)
+    ids = torch.randint(0, 64, (2, 12), generator=g)
+    ids = torch.cat((ids, ids))
+    text = random_text(2, pad_last=1)
+    embeds = torch.cat((text.embeds, text.embeds))
+    mask = torch.cat((text.mask, torch.zeros_like(text.mask)))
+    kvs = model.maskgit.text_kvs(embeds)
+    with torch.no_grad():
+        full = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2))
+        fast = model.maskgit(ids, text_mask=mask, token_shape=(3, 2, 2), text_kvs=kvs, paired_halves=True,
+                             null_text_half=True)
+        fast_ctx = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2),
+                                 null_text_half=True)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast_ctx, full, atol=1e-5, rtol=1e-5)
