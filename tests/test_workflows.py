@@ -358,11 +358,15 @@ def tiny_as_bundled(tmp_path_factory):
     path = save_tiny_bundle(tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(glue, "default_checkpoint", lambda: path)
-        yield glue.load_model(BUNDLED, "auto", "auto")
+        model = glue.load_model(BUNDLED, "auto", "auto")
+    # held here, the loaded model stays in the loader's cache; each test patches the path itself,
+    # so the real bundled model is still what later tests in this module get
+    yield path, model
 
 
 @pytest.mark.parametrize("path", api_files(), ids=lambda p: p.name)
-def test_api_twin_runs_through_the_nodes_on_a_tiny_model(path, tiny_as_bundled, tmp_path):
+def test_api_twin_runs_through_the_nodes_on_a_tiny_model(path, tiny_as_bundled, tmp_path, monkeypatch):
+    monkeypatch.setattr(glue, "default_checkpoint", lambda: tiny_as_bundled[0])
     prompt = json.loads(path.read_text())
     for entry in prompt.values():
         if "steps" in entry["inputs"]:
