@@ -18,29 +18,13 @@ import torch
 
 from phenaki_core import MINILM_SPEC, save_bundle
 
-from helpers import build_tiny
+from helpers import PACK, ROOT, build_tiny, load_pack, save_tiny_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
-PACK = "phenaki_comfyui_pack"
 STEPS = 2
 
 
-def load_pack():
-    """Import the pack like ComfyUI does: ``spec_from_file_location`` on the root ``__init__.py``."""
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK]
 
 
-def save_tiny_bundle(path: Path, seed: int = 0) -> Path:
-    """A tiny model with MiniLM-sized text (384) that makes up to 17 frames of 8x8."""
-    base = build_tiny().config
-    maskgit = dataclasses.replace(base.maskgit, text_dim=384, max_seq_len=base.cvivit.num_tokens(17))
-    return save_bundle(path, build_tiny(seed, maskgit=maskgit), MINILM_SPEC)
 
 
 pack = load_pack()

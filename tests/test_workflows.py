@@ -22,23 +22,12 @@ from PIL import Image, ImageSequence
 from phenaki_core import MINILM_SPEC, save_bundle
 from phenaki_core.pipeline import BUNDLED_CHECKPOINT
 
-from helpers import build_tiny
+from helpers import PACK, ROOT, build_tiny, load_pack, save_tiny_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
-PACK = "phenaki_comfyui_pack"
 BUNDLED = "(bundled) shapes64"
 
 
-def load_pack():
-    """Import the pack like ComfyUI does: ``spec_from_file_location`` on the root ``__init__.py``."""
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        spec.loader.exec_module(module)
-    return sys.modules[PACK]
 
 
 pack = load_pack()
@@ -345,11 +334,6 @@ EXPECTED_FRAMES = {"phenaki_text_to_scene.api.json": 17, "phenaki_story.api.json
                    "phenaki_continue_clip.api.json": 17}
 
 
-def save_tiny_bundle(path: Path) -> Path:
-    """A tiny model with MiniLM-sized text (384) that makes up to 17 frames of 8x8."""
-    base = build_tiny().config
-    maskgit = dataclasses.replace(base.maskgit, text_dim=384, max_seq_len=base.cvivit.num_tokens(17))
-    return save_bundle(path, build_tiny(maskgit=maskgit), MINILM_SPEC)
 
 
 @pytest.fixture(scope="module")
