@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import _non_negative_float, _positive_int
 from ..errors import ConfigError
 
 STAGES = ("tokenizer", "transformer")
@@ -46,23 +47,17 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("steps", "batch_size", "checkpoint_every", "preview_every", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            _positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "num_workers", "seed", "data_seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "ema_decay", "commit_weight", "entropy_weight",
-                     "min_lr_ratio", "beta1", "beta2", "continuation_prob", "paraphrase_prob"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight"):
+            _non_negative_float(name, getattr(self, name))
+        for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob"):
+            _non_negative_float(name, getattr(self, name), upper=1.0)
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
-        for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob"):
-            if getattr(self, name) > 1:
-                raise ConfigError(f"{name} must be at most 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
