@@ -19,7 +19,7 @@ from . import comfy_adapter as adapter
 from .sockets import ManagedModules, PhenakiCond, PhenakiModel, PhenakiTokens
 from ..phenaki_core import (CheckpointError, InputError, PhenakiPipeline, SamplerConfig, SamplerStep, Story,
                             TextCondition, default_checkpoint, fit_video)
-from ..phenaki_core.pipeline import check_prime_length, resolve_device, resolve_dtype
+from ..phenaki_core.pipeline import check_prime_length, check_seed, resolve_device, resolve_dtype
 from ..phenaki_core.text import clean_prompts
 from ..phenaki_core.video_io import contact_sheet, to_uint8_frames
 
@@ -196,6 +196,7 @@ def sample_scene(model: PhenakiModel, cond: PhenakiCond, frames: int, sampler: S
                  prime: Optional[PhenakiTokens] = None, prime_frames: int = 0) -> PhenakiTokens:
     """One scene of ``frames`` frames, its first ``prime_frames`` taken from ``prime`` when given."""
     check_frames(model, frames)
+    check_seed(seed)
     if prime is None:
         prime_frames = 0
     else:
@@ -222,6 +223,7 @@ def chain_scenes(model: PhenakiModel, prompts: str, frames: int, prime_frames: i
     """A story: one scene per prompt line, each primed with the last ``prime_frames`` of the one before."""
     scenes = story_prompts(prompts)
     check_frames(model, frames, "frames_per_scene")
+    check_seed(seed)
     pt = model.config.cvivit.temporal_patch_size
     if len(scenes) > 1:
         check_prime_length(prime_frames, frames, pt, "prime_frames")
@@ -244,6 +246,13 @@ def check_images(images: torch.Tensor) -> None:
         raise InputError("the IMAGE batch has no frames")
     if images.shape[-1] not in (1, 3, 4):
         raise InputError(f"IMAGE has {images.shape[-1]} channels; use RGB (3) or RGBA (4) frames")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise InputError(f"IMAGE frames are {images.shape[2]}x{images.shape[1]} pixels; connect non-empty frames")
+    if not images.is_floating_point():
+        raise InputError(f"IMAGE is {images.dtype}, not float frames in 0..1; connect a node that outputs IMAGE "
+                         f"(Load Image, Load Video, ...)")
+    if not bool(torch.isfinite(images).all()):
+        raise InputError("IMAGE holds NaN or infinite values; check the nodes that made these frames")
 
 
 def images_to_video(images: torch.Tensor) -> torch.Tensor:

@@ -47,11 +47,14 @@ class Bundle:
     path: Optional[Path] = None
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``: never a half-written file."""
+def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path``: never a half-written file.
+
+    ``suffix`` ends the temporary file's name (writers that pick a format from the name need it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -102,6 +105,8 @@ def _resolve(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{path.name} is a pickle file, which can run code when loaded, so it is refused. "
                               f"Convert it once with `phenaki convert {path.name} out.safetensors` "
                               f"(reads it with weights_only=True)")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass the bundle's .safetensors file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix.lower() != ".safetensors":
@@ -136,6 +141,9 @@ def read_metadata(path: str | os.PathLike) -> tuple[PhenakiConfig, TextEncoderSp
         raise CheckpointError(f"{path.name} has metadata that is not valid JSON: {exc}") from None
     if not isinstance(extra, dict):
         raise CheckpointError(f"{path.name}: the 'extra' metadata must be a JSON object")
+    if not config.maskgit.unconditional and config.maskgit.text_dim != text_encoder.dim:
+        raise CheckpointError(f"{path.name} is inconsistent: its model takes {config.maskgit.text_dim}-d text but "
+                              f"its text encoder record is {text_encoder.describe()}; re-export the bundle")
     return config, text_encoder, extra
 
 
@@ -176,7 +184,11 @@ def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu",
             raise CheckpointError(f"{path.name}: tensor {key} has shape {tuple(state[key].shape)}, "
                                   f"the config needs {tuple(tensor.shape)}")
         if not state[key].dtype.is_floating_point == tensor.dtype.is_floating_point:
-            raise CheckpointError(f"{path.name}: tensor {key} has dtype {state[key].dtype}")
+            raise CheckpointError(f"{path.name}: tensor {key} has dtype {state[key].dtype}, the model needs "
+                                  f"{tensor.dtype}; the file is damaged or not a Phenaki bundle")
+        if state[key].is_floating_point() and not bool(torch.isfinite(state[key]).all()):
+            raise CheckpointError(f"{path.name}: tensor {key} holds NaN or infinite values (a diverged training run, "
+                                  f"or an fp16 export that overflowed); use an earlier or fp32 checkpoint")
     target = dtype or torch.float32
     state = {k: v.to(device=device, dtype=target if v.is_floating_point() else v.dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)  # the model has no non-persistent buffers

@@ -79,7 +79,7 @@ def _read_batch_file(path: str) -> list[list[str]]:
     except OSError as exc:
         raise InputError(f"cannot read batch file {path}: {exc.strerror}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first prompt
     except UnicodeDecodeError as exc:
         raise InputError(f"batch file {path} is not UTF-8 text (bad byte at offset {exc.start}); "
                          f"save it as UTF-8") from None
@@ -112,7 +112,7 @@ def _check_frames_early(args) -> None:
 def cmd_generate(args) -> int:
     from .pipeline import PhenakiPipeline
     from .text import clean_prompts
-    from .video_io import output_kind, save_video
+    from .video_io import check_output_path, save_video
 
     if bool(args.batch_file) == bool(args.prompts):
         raise InputError("give prompts, or --batch-file FILE --out-dir DIR, not both")
@@ -121,10 +121,13 @@ def cmd_generate(args) -> int:
     if args.prompts:
         if not args.output:
             raise InputError("give an output path with -o, e.g. -o story.webp")
-        output_kind(args.output)  # unknown extensions fail before the model loads
+        check_output_path(args.output)  # unknown extensions and unwritable places fail before the model loads
         stories = [clean_prompts(args.prompts)]
     else:
+        check_output_path(args.out_dir, kind="dir")
         stories = [clean_prompts(s) for s in _read_batch_file(args.batch_file)]
+    if args.negative is not None and not args.negative.strip():
+        raise InputError("--negative is empty; give a negative prompt or leave the option out")
     sampler = _sampler(args)
     _check_frames_early(args)
 
@@ -221,12 +224,23 @@ def cmd_export(args) -> int:
 
 # --- eval -------------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
+    from .checkpoint import atomic_write, read_metadata
+    from .data.shapes_world import MIN_IMAGE_SIZE
     from .evaluation.report import evaluate_checkpoint
+    from .pipeline import default_checkpoint
+    if args.out:  # before minutes of measuring, not after
+        from .video_io import check_output_path
+        check_output_path(args.out, kind="file")
+    config, _, _ = read_metadata(args.checkpoint or default_checkpoint())
+    if config.cvivit.image_size < MIN_IMAGE_SIZE or config.max_frames < 17:
+        raise InputError(f"phenaki eval measures 17-frame Shapes World clips of at least {MIN_IMAGE_SIZE}x"
+                         f"{MIN_IMAGE_SIZE}; this checkpoint makes {config.max_frames} frames of "
+                         f"{config.cvivit.image_size}x{config.cvivit.image_size}. Use `phenaki generate` with it")
     report = evaluate_checkpoint(args.checkpoint, seeds=args.seeds, device=args.device, dtype=args.dtype,
                                  steps=args.steps, cond_scale=args.cond_scale, quick=args.quick)
     text = json.dumps(report, indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
         print(f"wrote {args.out}")
     print(text)
     return 0
@@ -251,8 +265,15 @@ def cmd_convert(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage dump) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="phenaki", description="Phenaki text-to-video (phenaki_core)")
+    parser = _Parser(prog="phenaki", description="Phenaki text-to-video (phenaki_core)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -331,6 +352,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PhenakiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file-system problem the checks could not foresee (disk full, permissions, ...)
+        logger.debug("file-system error", exc_info=True)
+        what = f"cannot use {exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        print(f"error: {what}; check the path, its permissions and the free disk space", file=sys.stderr)
+        return 1
+    except FloatingPointError as exc:  # training diverged; the message says what to change
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -76,6 +76,11 @@ def check_prime_length(prime: int, num_frames: int, pt: int, what: str = "prime 
                          f"or the scene has nothing new to generate")
 
 
+def check_seed(seed: int) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+        raise InputError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+
+
 @dataclass
 class Story:
     """The result of ``make_video``."""
@@ -201,8 +206,7 @@ class PhenakiPipeline:
         return self.text_encoder.encode(prompts, device=self.device)
 
     def generator(self, seed: int) -> torch.Generator:
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
-            raise InputError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        check_seed(seed)
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -235,6 +239,8 @@ class PhenakiPipeline:
         """One scene per prompt, chained by priming. See the module docstring for frame accounting."""
         if isinstance(prompts, str):
             prompts = [prompts]
+        check_seed(seed)
+        negative_prompt = " ".join(negative_prompt.split()) if negative_prompt else None  # blank: no negative
         texts = [self.encode_text([p]) for p in prompts]
         negatives = None
         if negative_prompt and self.text_encoder is not None:

@@ -5,8 +5,10 @@ Frames are (c, f, H, W) float tensors in [0, 1] (the model's layout) or (f, H, W
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -55,9 +57,46 @@ def output_kind(path: str | os.PathLike) -> str:
                      f"or a directory name for numbered PNG frames")
 
 
+def check_output_path(path: str | os.PathLike, kind: str | None = None) -> str:
+    """Fail fast, before any work, when ``path`` cannot be written; returns its kind. Creates nothing.
+
+    ``kind`` defaults to ``output_kind(path)``; pass "dir" for a directory, "file" for any file.
+    Checks that a file output is not an existing directory (and a directory output not an
+    existing file), and that the nearest existing parent is a directory where files can be made.
+    """
+    path = Path(path)
+    kind = output_kind(path) if kind is None else kind
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise InputError(f"{path} is an existing file; give a new directory name for PNG frames, or a name "
+                         f"ending in .gif, .webp, .png or .mp4")
+    if kind != "dir" and path.is_dir():
+        example = path / ("report.json" if kind == "file" else f"video.{kind}")
+        raise InputError(f"{path} is a directory; give a file name such as {example}")
+    if kind == "mp4" and importlib.util.find_spec("av") is None:
+        raise InputError("writing .mp4 needs the optional 'av' package: pip install av (or use .gif / .webp)")
+    anchor = path.absolute() if kind == "dir" else path.absolute().parent
+    while not anchor.exists() and anchor != anchor.parent:  # the directories that would be created
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise InputError(f"cannot write {path}: {anchor} is a file, not a directory; choose another output location")
+    try:
+        with tempfile.TemporaryFile(dir=anchor):  # os.access is not enough: root, read-only mounts, /proc
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {anchor} is not writable ({exc.strerror}); choose another "
+                         f"output location") from None
+    return kind
+
+
 def save_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: float = 8.0,
                scale: int = 1) -> Path:
-    """Write one clip to ``path``; the format follows the suffix (see ``output_kind``)."""
+    """Write one clip to ``path``; the format follows the suffix (see ``output_kind``).
+
+    A file is written to a temporary name and renamed into place, so a failed write never
+    truncates an existing file.
+    """
+    from .checkpoint import atomic_write
+
     path = Path(path)
     kind = output_kind(path)
     frames = to_uint8_frames(video)
@@ -72,17 +111,28 @@ def save_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: f
         raise InputError(f"{target} is not writable; choose another output location")
     duration = int(round(1000 / fps))
     images = [Image.fromarray(frame) for frame in frames]
-    if kind == "dir":
-        for index, image in enumerate(images):
-            image.save(path / f"{index:05d}.png")
-    elif kind == "png":
-        Image.fromarray(contact_sheet(frames)).save(path)
-    elif kind == "gif":
-        images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0, disposal=1)
-    elif kind == "webp":
-        images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0, lossless=True)
-    else:
-        _save_mp4(path, frames, fps)
+
+    def write(tmp: str) -> None:
+        if kind == "png":
+            Image.fromarray(contact_sheet(frames)).save(tmp, format="PNG")
+        elif kind == "gif":
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0,
+                           disposal=1)
+        elif kind == "webp":
+            images[0].save(tmp, format="WEBP", save_all=True, append_images=images[1:], duration=duration, loop=0,
+                           lossless=True)
+        else:
+            _save_mp4(Path(tmp), frames, fps)
+
+    try:
+        if kind == "dir":
+            for index, image in enumerate(images):
+                image.save(path / f"{index:05d}.png")
+        else:
+            atomic_write(path, write, suffix=f".tmp{path.suffix}")
+    except OSError as exc:
+        raise InputError(f"could not write {path}: {exc.strerror or exc}; choose another output location "
+                         f"(and check the free disk space)") from None
     return path
 
 
@@ -95,7 +145,7 @@ def _save_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
     from fractions import Fraction
     # H.264 wants even sizes
     h, w = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for frame in frames:
