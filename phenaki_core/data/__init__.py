@@ -6,6 +6,10 @@ from .captions import (COLOURS, HELDOUT_MOTION_PHRASES, HELDOUT_SHAPE_SYNONYMS, 
                        parse_caption, training_caption)
 from .shapes_world import (ShapesClip, ShapesWorldConfig, ShapesWorldDataset, plan_trajectory,
                            render_clip, render_video)
+from .shards import (ShardIndex, TokenShardDataset, collate_shards, precompute_shards, read_index,
+                     token_frame_mask, tokenizer_fingerprint)
+from .video_folder import (VideoFolderConfig, VideoFolderDataset, VideoFolderReport, read_caption_index,
+                           sample_frame_indices)
 
 __all__ = [
     "COLOURS", "HELDOUT_MOTION_PHRASES", "HELDOUT_SHAPE_SYNONYMS", "HELDOUT_WORDS",
@@ -13,4 +17,7 @@ __all__ = [
     "EvalPrompt", "canonical_caption", "evaluation_prompts", "evaluation_stories", "parse_caption",
     "training_caption", "ShapesClip", "ShapesWorldConfig", "ShapesWorldDataset",
     "plan_trajectory", "render_clip", "render_video",
+    "ShardIndex", "TokenShardDataset", "collate_shards", "precompute_shards", "read_index", "token_frame_mask",
+    "tokenizer_fingerprint", "VideoFolderConfig", "VideoFolderDataset", "VideoFolderReport",
+    "read_caption_index", "sample_frame_indices",
 ]
