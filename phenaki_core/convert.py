@@ -15,6 +15,7 @@ self-attention's zero-size ``null_kv`` and unused ``context_norm``.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Mapping
@@ -67,9 +68,15 @@ def load_peer_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError / RuntimeError for unsafe or corrupt files
-        raise CheckpointError(f"{path.name} could not be read as a plain tensor state dict "
-                              f"(weights_only=True refused it or it is corrupt): {exc}") from None
+    except pickle.UnpicklingError as exc:  # weights_only=True met something that is not a tensor or container
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{path.name} holds Python objects{what} besides tensors, which could run code when "
+                              f"loaded, so it is refused; save a plain state dict of tensors and convert that") from None
+    except Exception as exc:  # torch raises RuntimeError and others for corrupt files; keep one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path.name} could not be read as a plain tensor state dict (truncated or "
+                              f"corrupt?): {first}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # the peer trainer's save format
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
