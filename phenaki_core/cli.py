@@ -65,6 +65,8 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="model bundle (.safetensors); default: the bundled model")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--t5-folder", default=None,
+                        help="only for checkpoints trained with T5: the local folder that holds it")
 
 
 def _sampler(args):
@@ -132,7 +134,8 @@ def cmd_generate(args) -> int:
     _check_frames_early(args)
 
     started = time.time()
-    pipe = PhenakiPipeline.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype)
+    pipe = PhenakiPipeline.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype,
+                                           t5_folder=args.t5_folder)
     logger.info("model loaded in %.1f s", time.time() - started)
 
     def render(scenes: list[str], seed: int):

@@ -99,6 +99,11 @@ def clean_prompts(prompts: Sequence[str] | str) -> list[str]:
             raise InputError(f"prompt {index + 1} must be a string, got {type(prompt).__name__}")
         if not prompt.strip():
             raise InputError(f"prompt {index + 1} is empty; describe the scene, e.g. 'a red circle moving right'")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:  # undecodable bytes from a non-UTF-8 terminal or file (surrogates)
+            raise InputError(f"prompt {index + 1} is not valid text (undecodable byte at character {exc.start}); "
+                             f"write it as UTF-8") from None
         cleaned.append(" ".join(prompt.split()))
     return cleaned
 
@@ -212,7 +217,7 @@ def load_text_encoder(spec: TextEncoderSpec, device: torch.device | str = "cpu",
     elif spec.name == T5_NAME:
         if t5_folder is None:
             raise TextEncoderError(f"this checkpoint was trained with the T5 encoder {spec.describe()}; "
-                                   f"pass the folder that holds it (t5_folder=...)")
+                                   f"pass the folder that holds it (t5_folder=..., or --t5-folder DIR)")
         encoder = load_t5(t5_folder, device, spec.max_length)
     else:
         raise TextEncoderError(f"unknown text encoder {spec.name!r}; supported: {MINILM_NAME}, {T5_NAME}")

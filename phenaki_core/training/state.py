@@ -85,7 +85,8 @@ def load_train_state(path: str | os.PathLike) -> TrainState:
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
         if isinstance(exc, CheckpointError):
             raise
-        raise CheckpointError(f"could not read training checkpoint {path.name}: {exc}") from None
+        raise CheckpointError(f"could not read training checkpoint {path} ({exc}); restore it, or start the run "
+                              f"over with --no-resume") from None
     parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}}
     generator = None
     for key, tensor in tensors.items():
