@@ -83,7 +83,8 @@ def _read_batch_file(path: str) -> list[list[str]]:
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the first prompt
     except UnicodeDecodeError as exc:
-        raise InputError(f"batch file {path} is not UTF-8 text (bad byte at offset {exc.start}); "
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"batch file {path} is not UTF-8 text (bad byte on line {line}, offset {exc.start}); "
                          f"save it as UTF-8") from None
     stories = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -98,7 +99,7 @@ def _read_batch_file(path: str) -> list[list[str]]:
     return stories
 
 
-def _check_frames_early(args) -> None:
+def _check_frames_early(args, stories: list[list[str]]) -> None:
     """Validate frame counts against the checkpoint's header, before the slow model load."""
     from .checkpoint import read_metadata
     from .pipeline import check_prime_length, default_checkpoint
@@ -106,7 +107,7 @@ def _check_frames_early(args) -> None:
     config.cvivit.check_num_frames(args.frames, "--frames")
     if args.frames > config.max_frames:
         raise InputError(f"--frames {args.frames} is more than this model attends over ({config.max_frames})")
-    multi_scene = len(args.prompts) > 1 or args.batch_file
+    multi_scene = any(len(scenes) > 1 for scenes in stories)
     if multi_scene and args.prime_frames:
         check_prime_length(args.prime_frames, args.frames, config.cvivit.temporal_patch_size, "--prime-frames")
 
@@ -131,7 +132,7 @@ def cmd_generate(args) -> int:
     if args.negative is not None and not args.negative.strip():
         raise InputError("--negative is empty; give a negative prompt or leave the option out")
     sampler = _sampler(args)
-    _check_frames_early(args)
+    _check_frames_early(args, stories)
 
     started = time.time()
     pipe = PhenakiPipeline.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype,
@@ -180,33 +181,94 @@ def cmd_generate(args) -> int:
 
 
 # --- train ------------------------------------------------------------------------------------------
+def _training_dataset(args, model_config):
+    """The --data folder or --shards directory, or None for Shapes World."""
+    if args.data and args.shards:
+        raise InputError("pass either --data (a video folder) or --shards (precomputed tokens), not both")
+    if args.shards:
+        if args.stage != "transformer":
+            raise InputError("--shards holds precomputed tokens: it trains stage 2 (transformer) only")
+        from .data.shards import TokenShardDataset, collate_shards
+        return TokenShardDataset(args.shards), collate_shards
+    if args.data:
+        return _video_folder(args, model_config), None
+    return None, None
+
+
+def _video_folder(args, model_config):
+    from .data.video_folder import VideoFolderConfig, VideoFolderDataset
+    overrides = {k: v for k, v in {"num_frames": args.frames, "fps": args.fps}.items() if v is not None}
+    config = VideoFolderConfig.for_model(model_config, **overrides)
+    model_config.cvivit.check_num_frames(config.num_frames, "--frames")
+    return VideoFolderDataset(args.data, config, seed=args.data_seed or 0)
+
+
 def cmd_train(args) -> int:
     import torch
 
     from .config import preset
     from .pipeline import resolve_device
     from .training import TrainConfig, Trainer
+    from .training.distributed import init_distributed, launched_by_torchrun, shutdown_distributed
 
     overrides = {k: v for k, v in {
-        "stage": args.stage, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-        "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay, "seed": args.seed,
-        "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
+        "stage": args.stage, "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+        "lr": args.lr, "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay, "seed": args.seed,
+        "data_seed": args.data_seed, "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
         "num_workers": args.num_workers, "precision": args.precision, "entropy_weight": args.entropy_weight,
         "commit_weight": args.commit_weight}.items() if v is not None}
     train_config = TrainConfig(**overrides)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    ctx = None
+    if launched_by_torchrun():
+        ctx = init_distributed(device.type)
+        if device.type == "cuda":
+            device = torch.device("cuda", ctx.local_rank)
+    try:
+        model_config = preset(args.preset)
+        dataset, collate_fn = _training_dataset(args, model_config)
+        encoder = None
+        if args.stage == "transformer":
+            if not args.tokenizer and not args.init_from and not (Path(args.run_dir) / "train_state.safetensors").exists():
+                raise InputError("stage 2 needs --tokenizer BUNDLE (the stage-1 result) or --init-from BUNDLE")
+            from .text import load_minilm
+            encoder = load_minilm(device="cpu")
+        trainer = Trainer(args.run_dir, model_config, train_config, device=device, init_from=args.init_from,
+                          tokenizer_from=args.tokenizer, text_encoder=encoder, resume=not args.no_resume,
+                          dataset=dataset, collate_fn=collate_fn, dist=ctx)
+        if args.shards:
+            dataset.index.check_model(trainer.model, encoder.spec if encoder is not None else None)
+        result = trainer.run(max_minutes=args.max_minutes)
+    finally:
+        if ctx is not None:
+            shutdown_distributed()
+    if ctx is None or ctx.is_main:
+        print(f"step {result.step}: loss {result.last_loss:.4f}; bundle at {result.bundle}")
+    return 0
+
+
+def cmd_precompute(args) -> int:
+    import torch
+
+    from .checkpoint import load_bundle
+    from .data.shards import precompute_shards
+    from .pipeline import resolve_device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = load_bundle(args.tokenizer)
+    device = resolve_device(args.device)
+    model = bundle.model.to(device)
+    args.data = args.data_dir
+    dataset = _video_folder(args, model.config)
     encoder = None
-    if args.stage == "transformer":
-        if not args.tokenizer and not args.init_from and not (Path(args.run_dir) / "train_state.safetensors").exists():
-            raise InputError("stage 2 needs --tokenizer BUNDLE (the stage-1 result) or --init-from BUNDLE")
-        from .text import load_minilm
-        encoder = load_minilm(device="cpu")
-    trainer = Trainer(args.run_dir, preset(args.preset), train_config, device=device, init_from=args.init_from,
-                      tokenizer_from=args.tokenizer, text_encoder=encoder, resume=not args.no_resume)
-    result = trainer.run(max_minutes=args.max_minutes)
-    print(f"step {result.step}: loss {result.last_loss:.4f}; bundle at {result.bundle}")
+    if not model.config.maskgit.unconditional:
+        from .text import load_text_encoder
+        encoder = load_text_encoder(bundle.text_encoder, device="cpu")
+    index = precompute_shards(dataset, model, encoder, args.out_dir, batch_size=args.batch_size,
+                              shard_size=args.shard_size, overwrite=args.overwrite)
+    print(f"wrote {index.num_items} items in {len(index.shards)} shards to {args.out_dir}")
     return 0
 
 
@@ -290,14 +352,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(gen)
     gen.set_defaults(func=cmd_generate)
 
-    train = sub.add_parser("train", help="train stage 1 (tokenizer) or stage 2 (transformer) on Shapes World")
+    train = sub.add_parser("train", help="train stage 1 (tokenizer) or stage 2 (transformer); torchrun for several processes")
     train.add_argument("stage", choices=("tokenizer", "transformer"))
     train.add_argument("run_dir", help="run directory (checkpoints, previews, metrics); resumes if present")
     train.add_argument("--preset", default="shapes64", help="model config preset (default shapes64)")
     train.add_argument("--tokenizer", help="stage 2: the stage-1 bundle whose tokenizer to freeze")
     train.add_argument("--init-from", help="warm-start from a bundle with the same architecture")
+    train.add_argument("--data", help="a folder of captioned clips to train on (default: Shapes World)")
+    train.add_argument("--shards", help="stage 2: token shards written by `phenaki precompute`")
+    train.add_argument("--frames", type=_positive_int, help="--data: frames per clip, 1 + k * temporal patch")
+    train.add_argument("--fps", type=_finite_float, help="--data: sample clips at this frame rate")
+    train.add_argument("--data-seed", type=_non_negative_int, help="data order and clip offsets")
     train.add_argument("--steps", type=_positive_int)
-    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int,
+                       help="global batch per optimizer step (all processes and micro-batches)")
+    train.add_argument("--grad-accum", type=_positive_int, help="micro-batches accumulated per step, per process")
     train.add_argument("--lr", type=_finite_float)
     train.add_argument("--warmup-steps", type=_non_negative_int)
     train.add_argument("--ema-decay", type=_finite_float)
@@ -313,6 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")
     train.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a state")
     train.set_defaults(func=cmd_train)
+
+    pre = sub.add_parser("precompute", help="tokenize a video folder and encode its captions once (stage-2 shards)")
+    pre.add_argument("data_dir", help="a folder of captioned clips")
+    pre.add_argument("out_dir", help="where the shards go")
+    pre.add_argument("--tokenizer", required=True, help="the stage-1 bundle whose tokenizer (and text encoder) to use")
+    pre.add_argument("--frames", type=_positive_int, help="frames per clip, 1 + k * temporal patch")
+    pre.add_argument("--fps", type=_finite_float, help="sample clips at this frame rate")
+    pre.add_argument("--data-seed", type=_non_negative_int, default=0)
+    pre.add_argument("--batch-size", type=_positive_int, default=8)
+    pre.add_argument("--shard-size", type=_positive_int, default=1024)
+    pre.add_argument("--overwrite", action="store_true", help="replace existing shards in out_dir")
+    pre.add_argument("--device", default="auto")
+    pre.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    pre.set_defaults(func=cmd_precompute)
 
     ev = sub.add_parser("eval", help="measure a checkpoint on Shapes World, write a JSON report")
     ev.add_argument("--checkpoint", default=None)
