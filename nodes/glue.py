@@ -212,6 +212,8 @@ def sample_scene(model: PhenakiModel, cond: PhenakiCond, frames: int, sampler: S
 
 
 def story_prompts(prompts: str) -> list[str]:
+    if not isinstance(prompts, str):
+        raise InputError(f"prompts must be text (one prompt per line), got {type(prompts).__name__}")
     lines = [line.strip() for line in prompts.splitlines() if line.strip()]
     if not lines:
         raise InputError("prompts is empty; write one prompt per line, one line per scene")

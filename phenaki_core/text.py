@@ -90,6 +90,8 @@ def clean_prompts(prompts: Sequence[str] | str) -> list[str]:
     """Validate prompts: a non-empty list of non-blank strings."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)):
+        raise InputError(f"the prompt must be a string or a list of strings, got {type(prompts).__name__}")
     prompts = list(prompts)
     if not prompts:
         raise InputError("no prompts given; pass at least one non-empty prompt")

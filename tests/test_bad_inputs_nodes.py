@@ -1,0 +1,304 @@
+"""Bad input through the ComfyUI nodes (called in-process, outside ComfyUI).
+
+Every case raises a ``ValueError`` subclass within seconds, with a one-line message that says
+what to change; input checks run before the model is brought to its device; and afterwards the
+model is intact: its weights are unchanged and a valid call gives exactly the reference result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from phenaki_core import MINILM_SPEC, TextEncoderSpec
+
+from helpers import PACK, load_pack, save_tiny_bundle
+
+pack = load_pack()
+nodes = pack.NODE_CLASS_MAPPINGS
+adapter = sys.modules[f"{PACK}.nodes.comfy_adapter"]
+glue = sys.modules[f"{PACK}.nodes.glue"]
+PhenakiError = sys.modules[f"{PACK}.phenaki_core.errors"].PhenakiError
+
+STEPS = 2
+SECONDS = 10
+PREFIX = "bad_inputs_"  # file names of this module, distinct from other tests' in the shared model folder list
+
+
+def rewrite(source, target, *, metadata=None, drop=(), change=None):
+    tensors = dict(load_file(str(source)))
+    for key in drop:
+        tensors.pop(key)
+    for key, fn in (change or {}).items():
+        tensors[key] = fn(tensors[key])
+    with safe_open(str(source), framework="pt") as handle:
+        meta = dict(handle.metadata())
+    meta.update(metadata or {})
+    save_file(tensors, str(target), metadata=meta)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phenaki_models_bad")
+    good = save_tiny_bundle(folder / f"{PREFIX}tiny.safetensors")
+    raw = good.read_bytes()
+    (folder / f"{PREFIX}noise.safetensors").write_bytes(bytes(range(256)) * 8)
+    (folder / f"{PREFIX}half.safetensors").write_bytes(raw[: len(raw) // 2])
+    save_file({"w": torch.zeros(2)}, str(folder / f"{PREFIX}plain.safetensors"))
+    torch.save({"w": torch.zeros(2)}, folder / f"{PREFIX}old.pt")
+    rewrite(good, folder / f"{PREFIX}missing.safetensors", drop=["maskgit.to_logits.bias"])
+    rewrite(good, folder / f"{PREFIX}nan.safetensors",
+            change={"maskgit.to_logits.bias": lambda t: torch.full_like(t, float("inf"))})
+    for name, spec in (("clip", TextEncoderSpec("clip-vit-l", 384)), ("t5", TextEncoderSpec("t5", 384, "c" * 64))):
+        rewrite(good, folder / f"{PREFIX}{name}.safetensors", metadata={"text_encoder": json.dumps(spec.to_dict())})
+    adapter.add_model_folder(folder)
+    return folder
+
+
+def load(name, device="cpu", dtype="fp32", t5_folder=""):
+    (model,) = nodes["PhenakiLoader"]().load(name, device, dtype, t5_folder)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return load(f"{PREFIX}tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def cond(model):
+    (encoded,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right", "")
+    return encoded
+
+
+def sample(model, cond, frames=9, steps=STEPS, cond_scale=3.0, temperature=0.9, critic_noise=1.0, seed=0, **kw):
+    (tokens,) = nodes["PhenakiSampleScene"]().sample(model, cond, frames, steps, cond_scale, temperature,
+                                                     critic_noise, seed, **kw)
+    return tokens
+
+
+def chain(model, prompts, frames=9, prime_frames=5, steps=STEPS, cond_scale=3.0, seed=0, **kw):
+    return nodes["PhenakiChainScenes"]().chain(model, prompts, frames, prime_frames, steps, cond_scale, 0.9, 1.0,
+                                               seed, **kw)
+
+
+def encode_video(model, images):
+    (tokens,) = nodes["PhenakiEncodeVideo"]().encode(model, images)
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def reference(model, cond):
+    """What a valid call gives, and the weights, before any bad input is tried."""
+    weights = {k: v.clone() for k, v in model.pipeline.model.state_dict().items()}
+    return sample(model, cond, seed=7).ids, chain(model, "a red circle\na blue square", seed=7)[0], weights
+
+
+@pytest.fixture(scope="module")
+def prime9(model, cond, reference):
+    return sample(model, cond, frames=9, seed=1)
+
+
+def refused(call, message):
+    """``call()`` raises a one-line ValueError matching ``message`` within seconds."""
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=message) as info:
+        call()
+    assert time.monotonic() - start < SECONDS
+    assert isinstance(info.value, PhenakiError), f"{type(info.value).__name__} is not a Phenaki error type"
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400, text
+    return info.value
+
+
+def still_works(model, cond, reference):
+    ids, story, weights = reference
+    state = model.pipeline.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items()), "a bad input changed the weights"
+    assert torch.equal(sample(model, cond, seed=7).ids, ids), "a valid call no longer gives the reference result"
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Bringing the model to its device (ComfyUI: onto the GPU) for a bad input fails the test."""
+    monkeypatch.setattr(glue, "ready", lambda *m: pytest.fail("the model was loaded for a bad input"))
+    return monkeypatch
+
+
+# --- Load Phenaki -----------------------------------------------------------------------------------
+LOADER_CASES = [
+    (dict(name="missing.safetensors"), "not in the phenaki model folder.*put the .safetensors file there"),
+    (dict(name=f"{PREFIX}noise.safetensors"), "not a readable safetensors file"),
+    (dict(name=f"{PREFIX}half.safetensors"), "truncated or corrupt"),
+    (dict(name=f"{PREFIX}plain.safetensors"), "not a Phenaki bundle"),
+    (dict(name=f"{PREFIX}old.pt"), "pickle file.*refused.*phenaki convert"),
+    (dict(name=f"{PREFIX}missing.safetensors"), "missing tensors.*maskgit.to_logits.bias"),
+    (dict(name=f"{PREFIX}nan.safetensors"), "NaN or infinite values"),
+    (dict(name=f"{PREFIX}clip.safetensors"), "unknown text encoder 'clip-vit-l'"),
+    (dict(name=f"{PREFIX}t5.safetensors"), "T5 encoder.*t5_folder"),
+    (dict(name=f"{PREFIX}t5.safetensors", t5_folder="/no/such/t5"), "T5 folder /no/such/t5 does not exist"),
+    (dict(name=f"{PREFIX}tiny.safetensors", dtype="fp64"), "unknown dtype 'fp64'"),
+    (dict(name=f"{PREFIX}tiny.safetensors", device="tpu"), "unknown device 'tpu'"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", LOADER_CASES)
+def test_loader_refuses_bad_checkpoints(model, cond, reference, kwargs, message):
+    kwargs = dict(kwargs)
+    refused(lambda: load(kwargs.pop("name"), **kwargs), message)
+    assert load(f"{PREFIX}tiny.safetensors") is model, "the loaded model is still reused after a failed load"
+    still_works(model, cond, reference)
+
+
+# --- Encode Text ------------------------------------------------------------------------------------
+TEXT_CASES = [
+    ("", "prompt 1 is empty; describe the scene"),
+    ("  \n\t ", "prompt 1 is empty"),
+    (None, "must be a string"),
+    ("a red \udcff circle", "not valid text"),
+]
+
+
+@pytest.mark.parametrize("prompt, message", TEXT_CASES)
+def test_encode_text_refuses_bad_prompts(model, cond, reference, no_load, prompt, message):
+    refused(lambda: nodes["PhenakiEncodeText"]().encode(model, prompt, ""), message)
+    no_load.undo()
+    still_works(model, cond, reference)
+
+
+def test_long_prompt_is_truncated_and_blank_negative_is_no_negative(model, caplog):
+    with caplog.at_level("WARNING"):
+        (long,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right " * 300, " \n ")
+    assert "truncated" in caplog.text
+    assert long.text.embeds.shape[1] == MINILM_SPEC.max_length and long.negative is None
+
+
+# --- Sample Scene -----------------------------------------------------------------------------------
+def other_encoder(cond):
+    import dataclasses
+    return dataclasses.replace(cond, encoder=dataclasses.replace(cond.encoder, name="t5", dim=512))
+
+
+def no_text(cond):
+    import dataclasses
+    return dataclasses.replace(cond, text=None, encoder=None)
+
+
+SAMPLE_CASES = [
+    (dict(frames=16), r"frames must be 1 \+ k\*2.*try 15 or 17"),
+    (dict(frames=2), r"1 \+ k\*2"),
+    (dict(frames=0), r"1 \+ k\*2"),
+    (dict(frames=-1), r"1 \+ k\*2"),
+    (dict(frames=19), "at most 17 frames at once; use fewer frames, or Phenaki Chain Scenes"),
+    (dict(frames=1025), "at most 17 frames"),
+    (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(steps=-3), "steps must be an integer >= 1"),
+    (dict(cond_scale=math.nan), "cond_scale must be a finite number"),
+    (dict(cond_scale=-1.0), "cond_scale must be a finite number >= 0"),
+    (dict(cond_scale=math.inf), "cond_scale must be a finite number"),
+    (dict(temperature=math.nan), "temperature must be a finite number"),
+    (dict(temperature=-0.5), "temperature must be a finite number"),
+    (dict(critic_noise=math.nan), "noise_k must be a finite number"),
+    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*64\)"),
+    (dict(seed=2**64), r"seed must be an integer in \[0, 2\*\*64\)"),
+    (dict(seed=1.5), "seed must be an integer"),
+    (dict(prime=True, frames=9, prime_frames=9), "must be shorter than the scene"),
+    (dict(prime=True, frames=17, prime_frames=17), "must be shorter than the scene"),
+    (dict(prime=True, frames=17, prime_frames=4), r"prime_frames must be 0 \(no priming\) or 1 \+ k\*2"),
+    (dict(prime=True, frames=17, prime_frames=0), "prime_frames is 0 but a prime is connected"),
+    (dict(prime=True, frames=17, prime_frames=11), r"longer than the prime clip \(9 frames\); use at most 9"),
+    (dict(prime=True, frames=19, prime_frames=5), "at most 17 frames"),
+    (dict(cond=other_encoder), "encoded with t5 .*needs all-MiniLM-L6-v2.*feed this model into"),
+    (dict(cond=no_text), "holds no text.*encode the prompt with this model's Phenaki Encode Text"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", SAMPLE_CASES)
+def test_sample_scene_refuses_bad_input(model, cond, reference, prime9, no_load, kwargs, message):
+    kwargs = dict(kwargs)
+    if kwargs.get("prime"):
+        kwargs["prime"] = prime9
+    bad_cond = kwargs.pop("cond")(cond) if "cond" in kwargs else cond
+    refused(lambda: sample(model, bad_cond, **kwargs), message)
+    no_load.undo()
+    still_works(model, cond, reference)
+
+
+# --- Chain Scenes -----------------------------------------------------------------------------------
+CHAIN_CASES = [
+    (dict(prompts=""), "prompts is empty; write one prompt per line"),
+    (dict(prompts=" \n\n\t"), "prompts is empty"),
+    (dict(prompts=None), "prompts must be text"),
+    (dict(prompts="a red circle\nan \udcff square"), "prompt 2 is not valid text"),
+    (dict(frames=8), r"frames_per_scene must be 1 \+ k\*2"),
+    (dict(frames=19), "frames_per_scene is 19 but this model makes at most 17"),
+    (dict(prime_frames=4), r"prime_frames must be 0 \(no priming\) or 1 \+ k\*2"),
+    (dict(frames=9, prime_frames=9), "must be shorter than the scene"),
+    (dict(frames=9, prime_frames=-1), "prime_frames must be a whole number of frames >= 0"),
+    (dict(prime=True, prime_frames=11, frames=17), r"longer than the prime clip \(9 frames\)"),
+    (dict(prime=True, prime_frames=0), "prime_frames is 0 but a prime is connected"),
+    (dict(steps=0), "steps must be an integer >= 1"),
+    (dict(cond_scale=math.nan), "cond_scale must be a finite number"),
+    (dict(seed=-5), r"seed must be an integer in \[0, 2\*\*64\)"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", CHAIN_CASES)
+def test_chain_scenes_refuses_bad_input(model, cond, reference, prime9, no_load, kwargs, message):
+    kwargs = {"prompts": "a red circle\na blue square", **kwargs}
+    if kwargs.get("prime"):
+        kwargs["prime"] = prime9
+    refused(lambda: chain(model, kwargs.pop("prompts"), **kwargs), message)
+    no_load.undo()
+    still_works(model, cond, reference)
+    assert torch.equal(chain(model, "a red circle\na blue square", seed=7)[0], reference[1])
+
+
+# --- Encode Video -----------------------------------------------------------------------------------
+def nan_frames():
+    images = torch.rand(5, 8, 8, 3)
+    images[2, 3, 4, 1] = float("nan")
+    return images
+
+
+VIDEO_CASES = [
+    (lambda: torch.rand(8, 8, 3), r"expected IMAGE frames \[frames, height, width, channels\], got \(8, 8, 3\)"),
+    (lambda: torch.rand(1, 5, 8, 8, 3), r"expected IMAGE frames.*got \(1, 5, 8, 8, 3\)"),
+    (lambda: torch.rand(5, 8, 8, 5), "5 channels; use RGB"),
+    (lambda: torch.rand(5, 8, 8, 2), "2 channels; use RGB"),
+    (lambda: torch.rand(0, 8, 8, 3), "no frames"),
+    (lambda: torch.rand(5, 0, 8, 3), "frames are 8x0 pixels"),
+    (lambda: (torch.rand(5, 8, 8, 3) * 255).to(torch.uint8), "torch.uint8, not float frames in 0..1"),
+    (nan_frames, "NaN or infinite values"),
+    (lambda: torch.full((5, 8, 8, 3), float("inf")), "NaN or infinite values"),
+    (lambda: np.random.rand(5, 8, 8, 3).astype(np.float32), "expected IMAGE frames.*got ndarray"),
+]
+
+
+@pytest.mark.parametrize("make, message", VIDEO_CASES)
+def test_encode_video_refuses_bad_images(model, cond, reference, no_load, make, message):
+    refused(lambda: encode_video(model, make()), message)
+    no_load.undo()
+    still_works(model, cond, reference)
+
+
+def test_odd_but_valid_images_are_accepted(model):
+    """Short side resized and centre-cropped; one frame; grey; tiny and non-square frames."""
+    assert encode_video(model, torch.rand(1, 3, 5, 1)).num_frames == 1
+    assert encode_video(model, torch.rand(4, 1, 1, 3)).num_frames == 3
+    assert encode_video(model, torch.rand(2, 100, 7, 4)).num_frames == 1
+
+
+def test_case_counts():
+    counts = {"loader": len(LOADER_CASES), "encode text": len(TEXT_CASES), "sample scene": len(SAMPLE_CASES),
+              "chain scenes": len(CHAIN_CASES), "encode video": len(VIDEO_CASES)}
+    assert all(counts.values())
+    print(counts)
