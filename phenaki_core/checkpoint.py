@@ -14,8 +14,10 @@ are never opened; ``convert.py`` turns phenaki-pytorch ``.pt`` files into bundle
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,22 +52,46 @@ class Bundle:
 def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
     """Call ``write(tmp_path)`` and rename the result over ``path``: never a half-written file.
 
-    ``suffix`` ends the temporary file's name (writers that pick a format from the name need it).
+    The temporary file sits in a private hidden directory next to ``path``, named after it and this
+    process (``.<name>.<pid>.XXXX.tmp``), so anything the writer itself leaves (safetensors writes
+    through its own temporary file) goes with it. A process killed mid-write leaves that directory
+    behind; the next write of ``path`` removes it once its process is gone. ``suffix`` ends the
+    temporary file's name (writers that pick a format from the name need it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    _remove_stale_temporaries(path)
+    work = tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    tmp = os.path.join(work, f"{path.stem}{suffix}")
     try:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary directories of earlier writes of ``path`` whose process no longer runs."""
+    if os.name != "posix":  # os.kill(pid, 0) is only a liveness probe on POSIX
+        return
+    prefix = f".{path.name}."
+    for entry in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = entry.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: maybe writing right now
+        except ProcessLookupError:
+            pass
+        except OSError:  # e.g. no permission to signal it: it exists
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def bundle_state_dict(model: Phenaki, dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:

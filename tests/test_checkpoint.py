@@ -172,3 +172,18 @@ def test_read_metadata_does_not_need_the_tensors(saved):
     model, path = saved
     config, text, extra = read_metadata(path)
     assert config == model.config and text == TINY_TEXT and extra == {"steps": 12}
+
+
+def test_a_write_killed_midway_is_cleaned_up_by_the_next_one(saved, tmp_path):
+    """A SIGKILLed writer leaves its private temporary directory; the next save removes it, but not a live one's."""
+    model, path = saved
+    dead = tmp_path / f".{path.name}.999999999.abc123.tmp"  # beyond any pid_max: no such process
+    dead.mkdir()
+    (dead / ".tmpXyZ123").write_bytes(b"half a file")
+    alive = tmp_path / f".{path.name}.1.def456.tmp"  # pid 1 always runs: maybe writing right now
+    alive.mkdir()
+    save_bundle(path, model, TINY_TEXT)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    if os.name == "posix":
+        assert names == sorted([path.name, alive.name])
+    assert load_bundle(path).model.config == model.config
