@@ -56,8 +56,14 @@ class CViViTConfig:
     ff_mult: float = 4.0
     channels: int = 3
     quantizer: str = "lfq"
+    # 0: tokens -> pixels through one linear map, as in the paper; k > 0: through an MLP with a
+    # hidden width of k * dim. A linear map can only mix a few basis patches; the MLP draws sharp
+    # edges and flat colours at any offset, and learns many times faster (see the model card).
+    pixel_mlp_mult: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pixel_mlp_mult, int) or isinstance(self.pixel_mlp_mult, bool) or self.pixel_mlp_mult < 0:
+            raise ConfigError(f"pixel_mlp_mult must be an integer >= 0, got {self.pixel_mlp_mult!r}")
         for name in ("dim", "codebook_size", "image_size", "patch_size", "temporal_patch_size",
                      "spatial_depth", "temporal_depth", "heads", "dim_head", "channels"):
             _positive_int(name, getattr(self, name))
@@ -279,7 +285,7 @@ def _preset_shapes64() -> PhenakiConfig:
     (attention cost grows with the square of the token count).
     """
     cvivit = CViViTConfig(dim=128, codebook_size=4096, image_size=64, patch_size=16, temporal_patch_size=2,
-                          spatial_depth=2, temporal_depth=2, heads=4, dim_head=32)
+                          spatial_depth=2, temporal_depth=2, heads=4, dim_head=32, pixel_mlp_mult=4)
     return PhenakiConfig(
         cvivit=cvivit,
         maskgit=MaskGitConfig(dim=256, depth=4, heads=4, dim_head=64, num_tokens=4096,

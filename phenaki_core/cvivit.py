@@ -17,6 +17,7 @@ prefix of the ids gives the prefix of the decoded video. Priming and scene chain
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,13 @@ class TokenizerOutput:
     recon_loss: torch.Tensor
     commit_loss: torch.Tensor
     entropy_loss: torch.Tensor
+
+
+def _pixel_head(dim: int, out_dim: int, mlp_mult: int) -> nn.Module:
+    """Token (dim) -> one patch of pixels (out_dim): linear, or an MLP when ``mlp_mult`` > 0."""
+    if mlp_mult == 0:
+        return nn.Linear(dim, out_dim)
+    return nn.Sequential(nn.Linear(dim, dim * mlp_mult), nn.GELU(), nn.Linear(dim * mlp_mult, out_dim))
 
 
 class CViViT(nn.Module):
@@ -62,12 +70,12 @@ class CViViT(nn.Module):
         self.quantizer = LFQ(dim, config.codebook_size)
         self.dec_temporal_transformer = Transformer(depth=config.temporal_depth, **temporal)
         self.dec_spatial_transformer = Transformer(depth=config.spatial_depth, **spatial)
-        self.to_pixels_first_frame = nn.Linear(dim, first_dim)
-        self.to_pixels = nn.Linear(dim, tube_dim)
+        self.to_pixels_first_frame = _pixel_head(dim, first_dim, config.pixel_mlp_mult)
+        self.to_pixels = _pixel_head(dim, tube_dim, config.pixel_mlp_mult)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.to_pixels.weight.dtype
+        return self.quantizer.project_out.weight.dtype
 
     # --- input checks -------------------------------------------------------------------------
     def check_video(self, video: torch.Tensor, check_range: bool = True) -> torch.Tensor:
@@ -160,9 +168,35 @@ class CViViT(nn.Module):
         return self.decode(self.quantizer.decode_ids(ids.long())).clamp(0, 1)
 
     # --- training -------------------------------------------------------------------------------
-    def forward(self, video: torch.Tensor) -> TokenizerOutput:
+    def forward(self, video: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> TokenizerOutput:
+        """Training losses. ``frame_mask`` (b f) bool marks real frames; padded ones (False) and the
+        token frames made only of them count in no loss."""
         video = self.check_video(video, check_range=False)
-        q = self.quantizer(self.encode(video))
+        token_mask = None
+        if frame_mask is not None:
+            frame_mask = self._check_frame_mask(frame_mask, video)
+            token_mask = self.token_frame_mask(frame_mask)[:, :, None, None]  # b t 1 1
+        q = self.quantizer(self.encode(video), mask=token_mask)
         recon = self.decode(q.quantized)
-        recon_loss = F.mse_loss(recon, video.to(recon.dtype))
+        target = video.to(recon.dtype)
+        if frame_mask is None:
+            recon_loss = F.mse_loss(recon, target)
+        else:
+            weight = frame_mask[:, None, :, None, None].to(recon.dtype)  # b 1 f 1 1
+            per_frame = recon[:, :, :1].numel() // recon.shape[0]  # c * H * W
+            recon_loss = ((recon - target) ** 2 * weight).sum() / (weight.sum() * per_frame).clamp_min(1)
         return TokenizerOutput(recon, q.ids, recon_loss, q.commit_loss, q.entropy_loss)
+
+    def _check_frame_mask(self, frame_mask: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        b, _, f = video.shape[:3]
+        if not isinstance(frame_mask, torch.Tensor) or tuple(frame_mask.shape) != (b, f):
+            shape = tuple(frame_mask.shape) if isinstance(frame_mask, torch.Tensor) else type(frame_mask).__name__
+            raise InputError(f"frame_mask must be a bool tensor of shape (batch, frames) = {(b, f)}, got {shape}")
+        return frame_mask.to(device=video.device, dtype=torch.bool)
+
+    def token_frame_mask(self, frame_mask: torch.Tensor) -> torch.Tensor:
+        """(b f) real frames -> (b t) token frames holding at least one real frame."""
+        pt = self.config.temporal_patch_size
+        b = frame_mask.shape[0]
+        rest = frame_mask[:, 1:].reshape(b, -1, pt).any(-1)  # b t-1
+        return torch.cat((frame_mask[:, :1], rest), dim=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +55,14 @@ class LFQ(nn.Module):
         """ids (...) -> latent (..., dim) for the decoder."""
         return self.project_out(self.codes_from_ids(ids).to(self.project_out.weight.dtype))
 
-    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+    def forward(self, z: torch.Tensor, mask: Optional[torch.Tensor] = None) -> QuantizerOutput:
+        """z (..., dim); ``mask`` (...) bool marks the tokens the losses count (None: all)."""
         h = self.project_in(z)  # ... bits
         codes = torch.where(h > 0, 1.0, -1.0).to(h.dtype)
         quantized = h + (codes - h).detach()  # straight-through estimator
-        commit = F.mse_loss(h, codes.detach())
-        entropy = self._entropy_loss(h) if self.training else h.new_zeros(())
+        counted = h if mask is None else h[mask.expand(h.shape[:-1])]  # n bits
+        commit = F.mse_loss(counted, codes.detach() if mask is None else codes[mask.expand(h.shape[:-1])].detach())
+        entropy = self._entropy_loss(counted) if self.training else h.new_zeros(())
         return QuantizerOutput(self.project_out(quantized), self.ids_from_codes(codes), commit, entropy)
 
     def _entropy_loss(self, h: torch.Tensor) -> torch.Tensor:

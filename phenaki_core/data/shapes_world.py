@@ -402,6 +402,8 @@ class ShapesWorldDataset(Dataset):
         colour_id, shape_id, motion_id: int (indices into COLOURS, SHAPES, MOTIONS)
     """
 
+    is_procedural = True  # every index is a fresh random clip: no need to shuffle positions
+
     def __init__(self, config: ShapesWorldConfig | None = None, seed: int = 0,
                  length: int = 10**7, epoch: int = 0) -> None:
         self.config = config or ShapesWorldConfig()

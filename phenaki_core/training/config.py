@@ -18,7 +18,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class TrainConfig:
     stage: str = "tokenizer"
     steps: int = 2000  # total optimizer steps of this run (a resumed run continues to this number)
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch of one optimizer step (all processes, all micro-batches)
+    grad_accum: int = 1  # micro-batches accumulated per step in each process
     lr: float = 3e-4
     warmup_steps: int = 200
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
@@ -36,17 +37,18 @@ class TrainConfig:
     # stage 1 loss weights
     commit_weight: float = 0.25
     entropy_weight: float = 0.05
+    # data order (datasets other than the procedural Shapes World are shuffled per epoch)
+    data_seed: int = 0
     # Shapes World data
     continuation_prob: float = 0.3
     paraphrase_prob: float = 0.5
-    data_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("steps", "batch_size", "checkpoint_every", "preview_every", "log_every"):
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "preview_every", "log_every"):
             _positive_int(name, getattr(self, name))
         for name in ("warmup_steps", "num_workers", "seed", "data_seed"):
             value = getattr(self, name)

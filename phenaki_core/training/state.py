@@ -6,7 +6,9 @@ hyper-parameters) goes into the header as JSON:
     model.<key>          the live weights
     ema.<key>            the exponential moving average of the weights
     optim.<i>.<name>     AdamW state of parameter i (exp_avg, exp_avg_sq, step)
-    rng.train            state of the trainer's torch.Generator (masking, CFG dropout)
+    rng.train            (older runs only) the state of one sequential torch.Generator; the trainer
+                         now derives each micro-batch's generator from (seed, step, slot), so
+                         nothing but the step is needed to continue (see distributed.py)
 
 The file is written to a temporary name and renamed, so a crash leaves the previous checkpoint.
 """
@@ -17,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from safetensors import safe_open
@@ -35,7 +37,7 @@ class TrainState:
     model: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
-    generator: torch.Tensor
+    generator: Optional[torch.Tensor]
     info: dict[str, Any]  # configs and anything else JSON-serialisable
 
 
@@ -63,7 +65,8 @@ def save_train_state(path: str | os.PathLike, state: TrainState) -> Path:
             tensors[f"{prefix}.{key}"] = tensor.detach().contiguous().cpu()
     optim_tensors, groups = _flatten_optimizer(state.optimizer)
     tensors.update(optim_tensors)
-    tensors["rng.train"] = state.generator.contiguous().cpu()
+    if state.generator is not None:
+        tensors["rng.train"] = state.generator.contiguous().cpu()
     metadata = {"format": STATE_FORMAT, "step": str(state.step),
                 "optimizer_groups": json.dumps(groups), "info": json.dumps(state.info, sort_keys=True)}
     path = Path(path)
@@ -97,7 +100,5 @@ def load_train_state(path: str | os.PathLike) -> TrainState:
             parts["optim"][key] = tensor
         else:
             parts[prefix][rest] = tensor
-    if generator is None:
-        raise CheckpointError(f"{path.name} has no RNG state")
     return TrainState(step, parts["model"], parts["ema"], _unflatten_optimizer(parts["optim"], groups), generator,
                       info)

@@ -1,13 +1,18 @@
-"""The two-stage training loop on Shapes World.
+"""The two-stage training loop (Shapes World by default, or any dataset of clips or tokens).
 
     stage 1 (tokenizer):   C-ViViT reconstruction + LFQ commitment/entropy losses
     stage 2 (transformer): MaskGit + critic on the frozen tokenizer, frozen text encoder
 
-Both stages share one loop: AdamW with warmup and cosine decay, gradient clipping, EMA weights,
-bf16 autocast on CUDA, a progress bar with loss and throughput, periodic animated previews, and
-atomic checkpoints that resume exactly (model, EMA, optimizer, RNG and data position). Data
-item i of step s is ``dataset[s * batch + i]``, a pure function of the seed, so a resumed run
-sees exactly the batches the uninterrupted run would have seen.
+Both stages share one loop: AdamW with warmup and cosine decay, gradient clipping, gradient
+accumulation, EMA weights, bf16 autocast on CUDA, a progress bar with loss and throughput,
+periodic animated previews, and atomic checkpoints that resume exactly. Under torchrun the
+trained module runs in DistributedDataParallel and rank 0 alone logs and writes. Which items a
+step reads, and its random draws, are pure functions of (seed, step, slot) (see distributed.py),
+so a resumed run, on any number of processes, sees exactly the batches of an uninterrupted one.
+
+Dataset items are dicts with either
+    video (c, f, H, W) in [0, 1], caption (stage 2), optional frame_mask (f,) bool, or
+    ids (t, y, x), text_embeds (n, d) + text_mask (n,) (precomputed shards, stage 2 only).
 
 Run directory:
     train_state.safetensors   everything needed to resume
@@ -30,8 +35,9 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import load_bundle, save_bundle
 from ..config import PhenakiConfig
@@ -42,6 +48,8 @@ from ..sampling import SamplerConfig
 from ..text import MINILM_SPEC, TextEncoderSpec
 from ..video_io import grid, save_video
 from .config import TrainConfig, lr_factor
+from .distributed import (DistContext, EpochOrder, StepSampler, barrier, current_context, mean_across,
+                          micro_batch_size, slot_generator)
 from .state import TrainState, load_train_state, save_train_state
 
 logger = logging.getLogger(__name__)
@@ -49,6 +57,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "train_state.safetensors"
 BUNDLE_FILE = "bundle.safetensors"
 PREVIEW_CLIPS = 4
+RESUME_MAY_CHANGE = ("steps", "grad_accum", "num_workers", "checkpoint_every", "preview_every", "log_every")
 
 
 @dataclass
@@ -97,10 +106,13 @@ class Trainer:
     def __init__(self, run_dir: str | os.PathLike, model_config: PhenakiConfig, train_config: TrainConfig, *,
                  device: str | torch.device = "cpu", init_from: Optional[str | os.PathLike] = None,
                  tokenizer_from: Optional[str | os.PathLike] = None, text_encoder=None,
-                 text_spec: TextEncoderSpec = MINILM_SPEC, resume: bool = True, progress: bool = True):
+                 text_spec: TextEncoderSpec = MINILM_SPEC, resume: bool = True, progress: bool = True,
+                 dataset: Optional[Dataset] = None, collate_fn: Optional[Callable] = None,
+                 preview_prompts: Optional[list[str]] = None, dist: Optional[DistContext] = None):
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
-        self.progress = progress
+        self.dist = dist or current_context()
+        self.progress = progress and self.dist.is_main
         self.text_spec = text_spec
         self.history: list[dict[str, Any]] = []
         state_path = self.run_dir / STATE_FILE
@@ -108,15 +120,18 @@ class Trainer:
         if state is not None:
             model_config = PhenakiConfig.from_dict(state.info["model_config"])
             saved_train = TrainConfig.from_dict(state.info["train_config"])
-            if saved_train.replace(steps=train_config.steps) != train_config.replace(steps=train_config.steps):
-                logger.warning("resuming %s with the settings it was started with (only steps may change)",
-                               self.run_dir)
-            train_config = saved_train.replace(steps=train_config.steps)
+            # the run's recipe stays; the length, the process layout and the bookkeeping may change
+            free = {name: getattr(train_config, name) for name in RESUME_MAY_CHANGE}
+            if saved_train.replace(**free) != train_config:
+                logger.warning("resuming %s with the settings it was started with (only %s may change)",
+                               self.run_dir, ", ".join(RESUME_MAY_CHANGE))
+            train_config = saved_train.replace(**free)
             self.history = state.info.get("history", [])
         self.config = model_config
         self.train_config = train_config
         if train_config.stage == "transformer" and model_config.maskgit.unconditional is False and text_encoder is None:
             raise ConfigError("stage 2 needs the text encoder (pass text_encoder=load_minilm())")
+        self.micro_batch = micro_batch_size(train_config.batch_size, train_config.grad_accum, self.dist)
 
         with torch.random.fork_rng(devices=[]):  # deterministic init without touching the caller's RNG
             torch.manual_seed(train_config.seed)
@@ -132,15 +147,14 @@ class Trainer:
             lr=train_config.lr, betas=(train_config.beta1, train_config.beta2))
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train_config.ema_decay),
                                  use_buffers=True)
-        self.generator = torch.Generator(device=self.device).manual_seed(train_config.seed)
         self.step = 0
         if state is not None:
             self.model.load_state_dict(state.model, strict=True)
             self.ema.load_state_dict(state.ema, strict=True)
             self.optimizer.load_state_dict(state.optimizer)
-            self.generator.set_state(state.generator)
             self.step = state.step
             logger.info("resumed %s at step %d", self.run_dir, self.step)
+        self.trained = self._trained_module()
 
         frames = min(17, model_config.max_frames)
         self.data_config = ShapesWorldConfig(
@@ -148,7 +162,12 @@ class Trainer:
             temporal_patch=model_config.cvivit.temporal_patch_size, continuation_prob=train_config.continuation_prob,
             prime_frames=min(5, frames - model_config.cvivit.temporal_patch_size),
             paraphrase_prob=train_config.paraphrase_prob, fps=int(model_config.fps))
-        self.dataset = ShapesWorldDataset(self.data_config, seed=train_config.data_seed)
+        self.custom_data = dataset is not None
+        self.dataset = dataset if dataset is not None else ShapesWorldDataset(self.data_config, seed=train_config.data_seed)
+        self.positions = EpochOrder(self.dataset, seed=train_config.data_seed,
+                                    shuffle=not getattr(self.dataset, "is_procedural", False))
+        self.collate_fn = collate_fn
+        self.preview_prompts = preview_prompts
         self.captions = CaptionCache(text_encoder) if text_encoder is not None else None
 
     # --- setup ------------------------------------------------------------------------------------
@@ -170,6 +189,14 @@ class Trainer:
                 self.history = [h for h in bundle.extra.get("history", []) if h.get("stage") == "tokenizer"]
             logger.info("tokenizer from %s", tokenizer_from)
 
+    def _trained_module(self) -> torch.nn.Module:
+        """The module whose forward computes the loss, in DDP when the job has several processes."""
+        module = self.model.cvivit if self.train_config.stage == "tokenizer" else self.model
+        if not self.dist.enabled:
+            return module
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=False)
+
     def _stage_parameters(self) -> list[torch.nn.Parameter]:
         if self.train_config.stage == "tokenizer":
             return list(self.model.cvivit.parameters())
@@ -184,24 +211,34 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _loader(self, total_steps: int) -> DataLoader:
-        batch = self.train_config.batch_size
-        indices = range(self.step * batch, total_steps * batch)
-        return DataLoader(self.dataset, batch_size=batch, sampler=indices, num_workers=self.train_config.num_workers,
-                          drop_last=True, persistent_workers=False)
+        cfg = self.train_config
+        sampler = StepSampler(self.step, total_steps, cfg.batch_size, cfg.grad_accum, self.dist)
+        return DataLoader(self.positions, batch_size=self.micro_batch, sampler=sampler, num_workers=cfg.num_workers,
+                          collate_fn=self.collate_fn, drop_last=False, persistent_workers=False,
+                          pin_memory=self.device.type == "cuda")
 
     # --- losses -----------------------------------------------------------------------------------
-    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        video = batch["video"].to(self.device, non_blocking=True)
+    def _loss(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.train_config
+        frame_mask = batch.get("frame_mask")
+        frame_mask = None if frame_mask is None else frame_mask.to(self.device, non_blocking=True).bool()
         if cfg.stage == "tokenizer":
-            out = self.model.cvivit(video)
+            if "video" not in batch:
+                raise ConfigError("stage 1 trains on videos; this dataset yields precomputed tokens")
+            video = batch["video"].to(self.device, non_blocking=True)
+            out = self.trained(video, frame_mask=frame_mask)
             loss = out.recon_loss + cfg.commit_weight * out.commit_loss + cfg.entropy_weight * out.entropy_loss
             return loss, {"recon": out.recon_loss.item(), "entropy": out.entropy_loss.item()}
-        with torch.no_grad():
-            self.model.cvivit.eval()
-            ids = self.model.cvivit.encode_to_ids(video)
-        text = self.captions(list(batch["caption"]), self.device) if self.captions is not None else None
-        out = self.model(ids, text=text, generator=self.generator)
+        if "ids" in batch:  # precomputed shards
+            ids = batch["ids"].to(self.device, non_blocking=True)
+            text = TextCondition(batch["text_embeds"].to(self.device, non_blocking=True),
+                                 batch["text_mask"].to(self.device, non_blocking=True).bool())
+        else:
+            with torch.no_grad():
+                self.model.cvivit.eval()
+                ids = self.model.cvivit.encode_to_ids(batch["video"].to(self.device, non_blocking=True))
+            text = self.captions(list(batch["caption"]), self.device) if self.captions is not None else None
+        out = self.trained(ids, text=text, video_frame_mask=frame_mask, generator=generator)
         metrics = {"gen": out.generator_loss.item()}
         if out.critic_loss is not None:
             metrics["critic"] = out.critic_loss.item()
@@ -211,16 +248,22 @@ class Trainer:
     def _history(self, wall: float) -> list[dict[str, Any]]:
         cfg = self.train_config
         record = {"stage": cfg.stage, "steps": self.step, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                  "wall_time_s": round(wall, 1), "device": _device_name(self.device)}
+                  "wall_time_s": round(wall, 1), "device": _device_name(self.device),
+                  "processes": self.dist.world_size, "grad_accum": cfg.grad_accum}
         return self.history + [record]
 
     def save(self, wall: float) -> None:
+        """Rank 0 writes the training state and the EMA bundle (atomically); the others wait."""
+        if self.dist.is_main:
+            self._save(wall)
+        barrier(self.dist)
+
+    def _save(self, wall: float) -> None:
         history = self._history(wall)
         info = {"model_config": self.config.to_dict(), "train_config": self.train_config.to_dict(),
                 "history": self.history, "wall_time_s": wall}
         save_train_state(self.run_dir / STATE_FILE, TrainState(
-            self.step, self.model.state_dict(), self.ema.state_dict(), self.optimizer.state_dict(),
-            self.generator.get_state(), info))
+            self.step, self.model.state_dict(), self.ema.state_dict(), self.optimizer.state_dict(), None, info))
         save_bundle(self.run_dir / BUNDLE_FILE, self.ema.module, self.text_spec,
                     extra={"history": history, "train_config": self.train_config.to_dict()})
 
@@ -229,16 +272,19 @@ class Trainer:
         model = self.ema.module.eval()
         path = self.run_dir / "previews" / f"step_{self.step:07d}.gif"
         if self.train_config.stage == "tokenizer":
-            held_out = ShapesWorldDataset(self.data_config, seed=self.train_config.data_seed + 1_000_003)
+            held_out = (self.positions if self.custom_data
+                        else ShapesWorldDataset(self.data_config, seed=self.train_config.data_seed + 1_000_003))
             video = torch.stack([held_out[i]["video"] for i in range(PREVIEW_CLIPS)]).to(self.device)
             recon = model.cvivit.decode_from_ids(model.cvivit.encode_to_ids(video))
             logger.info("step %d: preview reconstruction PSNR %.2f dB", self.step, _psnr(recon, video))
             clips = [c for pair in zip(video, recon) for c in pair]
             columns = 2
         else:
-            prompts = [p.prompt for p in evaluation_prompts()[:: max(1, 42 // PREVIEW_CLIPS)][:PREVIEW_CLIPS]]
+            prompts = self._preview_prompts()
+            if self.captions is None or not prompts:
+                return path
             text = self.captions(prompts, self.device)
-            frames = self.data_config.num_frames
+            frames = min(17, self.config.max_frames)
             ids = model.sample(text, num_frames=frames, sampler=SamplerConfig(steps=12),
                                generator=torch.Generator(device=self.device).manual_seed(0))
             clips = list(model.cvivit.decode_from_ids(ids))
@@ -246,7 +292,43 @@ class Trainer:
         save_video(path, grid(clips, columns), fps=self.config.fps, scale=2)
         return path
 
+    def _preview_prompts(self) -> list[str]:
+        if self.preview_prompts is not None:
+            return list(self.preview_prompts)[:PREVIEW_CLIPS]
+        if not self.custom_data:
+            return [p.prompt for p in evaluation_prompts()[:: max(1, 42 // PREVIEW_CLIPS)][:PREVIEW_CLIPS]]
+        return [self.positions[i]["caption"] for i in range(PREVIEW_CLIPS)]
+
     # --- the loop ---------------------------------------------------------------------------------
+    def _train_step(self, batches) -> tuple[float, dict[str, float]]:
+        """Forward and backward of this process's micro-batches of one step; returns the loss and
+        metrics averaged over all micro-batches of all processes. Gradients are synchronised once,
+        on the last micro-batch."""
+        cfg = self.train_config
+        total_loss, total_metrics = 0.0, {}
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            slot = micro * self.dist.world_size + self.dist.rank
+            generator = slot_generator(cfg.seed, self.step, slot, self.device)
+            last = micro == cfg.grad_accum - 1
+            sync = (self.trained.no_sync() if isinstance(self.trained, DistributedDataParallel) and not last
+                    else contextlib.nullcontext())
+            with sync:
+                with self._autocast():
+                    loss, metrics = self._loss(batch, generator)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the lr")
+                (loss / cfg.grad_accum).backward()
+            total_loss += loss.item() / cfg.grad_accum
+            for key, value in metrics.items():
+                total_metrics[key] = total_metrics.get(key, 0.0) + value / cfg.grad_accum
+        if self.dist.enabled:
+            keys = sorted(total_metrics)
+            values = mean_across(torch.tensor([total_loss] + [total_metrics[k] for k in keys], dtype=torch.float64,
+                                              device=self.device), self.dist).tolist()
+            total_loss, total_metrics = values[0], dict(zip(keys, values[1:]))
+        return total_loss, total_metrics
+
     def run(self, max_minutes: Optional[float] = None,
             on_step: Optional[Callable[[int, float], None]] = None) -> TrainResult:
         cfg = self.train_config
@@ -255,6 +337,7 @@ class Trainer:
         wall_before = 0.0
         if (self.run_dir / STATE_FILE).is_file():
             wall_before = float(load_train_state(self.run_dir / STATE_FILE).info.get("wall_time_s", 0.0))
+        barrier(self.dist)  # rank 0 may have created the run directory and read the state
         start = time.time()
         self.model.train()
         if cfg.stage == "transformer":
@@ -265,22 +348,19 @@ class Trainer:
             bar = tqdm(total=total, initial=self.step, desc=f"train {cfg.stage}", unit="step", dynamic_ncols=True)
         last_loss = float("nan")
         window_start, window_samples = time.time(), 0
-        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") if self.dist.is_main else None
         try:
-            for batch in self._loader(total):
+            batches = iter(self._loader(total))
+            while self.step < total:
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(self.step, cfg)
-                with self._autocast():
-                    loss, metrics = self._loss(batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the lr")
-                loss.backward()
+                loss_value, metrics = self._train_step(batches)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.ema.update_parameters(self.model)
                 self.step += 1
-                last_loss = loss.item()
+                last_loss = loss_value
                 window_samples += cfg.batch_size
                 if on_step is not None:
                     on_step(self.step, last_loss)
@@ -290,17 +370,21 @@ class Trainer:
                     bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == total:
                     rate = window_samples / max(1e-6, time.time() - window_start)
-                    record = {"step": self.step, "loss": last_loss, "lr": self.optimizer.param_groups[0]["lr"],
-                              "grad_norm": float(grad_norm), "samples_per_s": rate, **metrics}
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                    logger.info("step %d loss %.4f (%s) %.1f samples/s", self.step, last_loss,
-                                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), rate)
+                    if self.dist.is_main:
+                        record = {"step": self.step, "loss": last_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                                  "grad_norm": float(grad_norm), "samples_per_s": rate, **metrics}
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
+                        logger.info("step %d loss %.4f (%s) %.1f samples/s", self.step, last_loss,
+                                    ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), rate)
                     window_start, window_samples = time.time(), 0
                 out_of_time = max_minutes is not None and (time.time() - start) > max_minutes * 60
+                if self.dist.enabled:  # every rank stops at the same step
+                    flag = torch.tensor(float(out_of_time), device=self.device)
+                    out_of_time = bool(mean_across(flag, self.dist) > 0)
                 if self.step % cfg.checkpoint_every == 0 or self.step == total or out_of_time:
                     self.save(wall_before + time.time() - start)
-                if self.step % cfg.preview_every == 0 or self.step == total:
+                if (self.step % cfg.preview_every == 0 or self.step == total) and self.dist.is_main:
                     self.preview()
                     self.model.train()
                     if cfg.stage == "transformer":
@@ -310,7 +394,8 @@ class Trainer:
                                 self.step)
                     break
         finally:
-            metrics_file.close()
+            if metrics_file is not None:
+                metrics_file.close()
             if bar is not None:
                 bar.close()
         if not (self.run_dir / BUNDLE_FILE).is_file():
