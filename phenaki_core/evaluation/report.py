@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..data import COLOURS, MOTIONS, SHAPES, ShapesWorldConfig, ShapesWorldDataset, canonical_caption
 from ..data.captions import evaluation_prompts
-from ..pipeline import PhenakiPipeline
+from ..pipeline import PhenakiPipeline, make_video
 from ..sampling import SamplerConfig
 from .shapes_judge import chain_continuity, frame_stats, read_clips, score_readings
 
@@ -96,12 +96,16 @@ def _chains(pipe, seeds, sampler, quick: bool) -> dict[str, Any]:
     for seed in range(seeds):
         for start in range(0, len(pairs), BATCH // 2):
             chunk = pairs[start:start + BATCH // 2]
-            for colour, shape, first, second in chunk:
-                story = pipe.make_video([canonical_caption(colour, shape, first), canonical_caption(colour, shape, second)],
-                                        num_frames=17, prime_frames=5, sampler=sampler, seed=seed)
-                scene_a, scene_b = story.scenes[0][0].cpu(), story.scenes[1][0].cpu()
-                jumps.append(chain_continuity(scene_a, scene_b))
-                correct.append(read_clips(scene_b)[0].motion == second)
+            firsts = [canonical_caption(colour, shape, a) for colour, shape, a, _ in chunk]
+            seconds = [canonical_caption(colour, shape, b) for colour, shape, _, b in chunk]
+            texts = [pipe.encode_text(firsts), pipe.encode_text(seconds)]  # one story per row
+            story = make_video(pipe.model, texts, 17, 5, sampler=sampler,
+                               generator=pipe.generator(seed * 1000 + start))
+            scene_a, scene_b = story.scenes[0].cpu(), story.scenes[1].cpu()  # b c f H W
+            readings = read_clips(scene_b)
+            for row, (_, _, _, second) in enumerate(chunk):
+                jumps.append(chain_continuity(scene_a[row], scene_b[row]))
+                correct.append(readings[row].motion == second)
     finite = [j for j in jumps if not math.isnan(j)]
     return {
         "stories": len(jumps),
