@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The recipe of the bundled model (phenaki_core/weights/shapes64.safetensors), stage by stage.
 # Every step resumes where it stopped if re-run, so it can be interrupted at any time.
-#   RUNS=runs THREADS=2 TOK_STEPS=2500 T2V_STEPS=3000 scripts/train_shapes64.sh
+#   RUNS=runs THREADS=1 scripts/train_shapes64.sh
+# On a 2-core CPU use THREADS=1 (two threads plus anything else oversubscribe the cores).
 set -euo pipefail
 RUNS=${RUNS:-runs}
-THREADS=${THREADS:-2}
-TOK_STEPS=${TOK_STEPS:-2500}
+THREADS=${THREADS:-1}
+TOK_STEPS=${TOK_STEPS:-3000}
 T2V_STEPS=${T2V_STEPS:-3000}
 TOK_MINUTES=${TOK_MINUTES:-600}
 T2V_MINUTES=${T2V_MINUTES:-600}
 DEVICE=${DEVICE:-auto}
 
 # stage 1: the C-ViViT tokenizer
-phenaki train tokenizer "$RUNS/tok" --preset shapes64 --steps "$TOK_STEPS" --batch-size 8 --lr 1e-3 \
-  --warmup-steps 150 --entropy-weight 0.1 --checkpoint-every 200 --preview-every 250 --threads "$THREADS" --device "$DEVICE" \
+phenaki train tokenizer "$RUNS/tok" --preset shapes64 --steps "$TOK_STEPS" --batch-size 8 --lr 1.5e-3 \
+  --warmup-steps 100 --commit-weight 0.02 --entropy-weight 0.01 --checkpoint-every 100 --preview-every 250 \
+  --threads "$THREADS" --device "$DEVICE" \
   --max-minutes "$TOK_MINUTES"
 
 # stage 2: MaskGit + token critic on the frozen tokenizer, MiniLM text frozen
