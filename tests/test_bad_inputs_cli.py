@@ -102,6 +102,8 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "keep.gif").write_bytes(b"GIF89a the user's own file")
     (tmp_path / "afile").write_text("not a directory")
     (tmp_path / "adir.gif").mkdir()
+    (tmp_path / "readonly").mkdir()
+    (tmp_path / "readonly").chmod(0o555)
     return tmp_path
 
 
@@ -192,6 +194,8 @@ OUTPUT_CASES = [
     ([*GEN, "-o", "adir.gif", *TINY], "adir.gif is a directory; give a file name"),
     ([*GEN, "-o", "afile", *TINY], "afile is an existing file"),
     (["generate", "--batch-file", "{empty_scene}", "--out-dir", "afile", *TINY], "afile is an existing file"),
+    pytest.param([*GEN, "-o", "readonly/story.gif", *TINY], "readonly is not writable",
+                  marks=pytest.mark.skipif(getattr(os, "geteuid", lambda: 0)() == 0, reason="root writes anywhere")),
     pytest.param([*GEN, "-o", "/proc/phenaki-test/story.gif", *TINY], "is not writable",
                   marks=pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")),
 ]
