@@ -2,12 +2,16 @@
 
 Runs only when COMFY_GIT_DIR points at the git directory of a ComfyUI source snapshot (0.33 or
 newer); it drives the shared tool ``comfyui_headless.sh`` (COMFYUI_HEADLESS_TOOL, default
-/work/shared/tools/comfyui_headless.sh), which keeps ComfyUI and its venv outside the project.
+``shared/tools/comfyui_headless.sh`` next to this checkout), which keeps ComfyUI and its venv
+outside the project (under $ROOT, default a comfy-headless folder in the temp dir).
 
     COMFY_GIT_DIR=/path/to/ComfyUI.git python -m pytest tests/test_comfyui_headless.py -q
 
+See docs/comfyui_headless.md for the commands and a recorded run.
+
 It checks that /object_info lists the nodes, that every ``*.api.json`` in workflows/ runs to
-success and writes its file, that a bad input shows an actionable message, and that Cancel stops
+success and writes its file, that bad inputs (wrong frame count, too long a prime, an empty prompt,
+a cond from another model) show an actionable one-line message, and that Cancel stops
 sampling and leaves the server able to run again. Checkpoints come from a models folder added with
 ``--extra-model-paths-config`` (a user path that must survive the pack's own registration); while
 the bundled model is not shipped yet, a randomly initialised shapes64 model stands in for it.
@@ -28,9 +32,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = Path(os.environ.get("COMFYUI_HEADLESS_TOOL", "/work/shared/tools/comfyui_headless.sh"))
+TOOL = Path(os.environ.get("COMFYUI_HEADLESS_TOOL", ROOT.parent / "shared" / "tools" / "comfyui_headless.sh"))
 BUNDLED = "(bundled) shapes64"
 STAND_IN = "phenaki_headless_test.safetensors"
+UNCONDITIONAL = "phenaki_headless_unconditional.safetensors"  # its cond holds no text: a model/cond mismatch
 NODE_IDS = ["PhenakiLoader", "PhenakiEncodeText", "PhenakiSampleScene", "PhenakiChainScenes",
             "PhenakiEncodeVideo", "PhenakiDecode"]
 
@@ -87,12 +92,18 @@ def server(tmp_path_factory):
     models = work / "models"
     (models / "phenaki").mkdir(parents=True)
     (work / "extra_model_paths.yaml").write_text(f"phenaki_test:\n    base_path: {models}\n    phenaki: phenaki\n")
-    from phenaki_core import MINILM_SPEC, Phenaki, preset, save_bundle
-    import torch
+    import dataclasses
 
+    import torch
+    from phenaki_core import MINILM_SPEC, Phenaki, preset, save_bundle
+
+    tiny = preset("tiny-shapes")
+    tiny = tiny.replace(maskgit=dataclasses.replace(tiny.maskgit, unconditional=True),
+                        critic=dataclasses.replace(tiny.critic, has_cross_attn=False))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         save_bundle(models / "phenaki" / STAND_IN, Phenaki(preset("shapes64")).eval(), MINILM_SPEC)
+        save_bundle(models / "phenaki" / UNCONDITIONAL, Phenaki(tiny).eval(), MINILM_SPEC)
     (run_dir / "input").mkdir(parents=True)
     for clip in (ROOT / "workflows" / "input").iterdir():
         shutil.copy(clip, run_dir / "input" / clip.name)
@@ -197,14 +208,58 @@ def test_progress_advances_every_step_with_previews_when_enabled(server):
     assert seen["none"]["previews"] == 0  # the user's preview setting is respected
 
 
-def test_a_bad_frame_count_shows_what_to_change(server):
-    prompt = prompts(server)["phenaki_text_to_scene.api.json"]
-    sampler = next(e for e in prompt.values() if e["class_type"] == "PhenakiSampleScene")
-    sampler["inputs"]["frames"] = 16
+def node(prompt: dict, class_type: str) -> dict:
+    return next(e for e in prompt.values() if e["class_type"] == class_type)
+
+
+def with_inputs(workflow: str, class_type: str, **inputs):
+    def edit(prompt: dict) -> None:
+        node(prompt, class_type)["inputs"].update(inputs)
+    return workflow, edit
+
+
+def cond_from_unconditional_model():
+    def edit(prompt: dict) -> None:
+        prompt["99"] = {"class_type": "PhenakiLoader",
+                        "inputs": {"ckpt_name": UNCONDITIONAL, "device": "auto", "dtype": "auto", "t5_folder": ""}}
+        node(prompt, "PhenakiEncodeText")["inputs"]["model"] = ["99", 0]
+    return "phenaki_text_to_scene.api.json", edit
+
+
+BAD_INPUTS = {  # what the error dialog must say (exception_message), per bad input
+    "frames 16": (with_inputs("phenaki_text_to_scene.api.json", "PhenakiSampleScene", frames=16),
+                  "PhenakiSampleScene", ["1 + k*2", "try 15 or 17"]),
+    "frames 19": (with_inputs("phenaki_text_to_scene.api.json", "PhenakiSampleScene", frames=19),
+                  "PhenakiSampleScene", ["at most 17 frames", "Phenaki Chain Scenes"]),
+    "empty prompt": (with_inputs("phenaki_text_to_scene.api.json", "PhenakiEncodeText", prompt="  "),
+                     "PhenakiEncodeText", ["empty", "describe the scene"]),
+    "empty story": (with_inputs("phenaki_story.api.json", "PhenakiChainScenes", prompts="\n \n"),
+                    "PhenakiChainScenes", ["prompts is empty", "one prompt per line"]),
+    "prime as long as the scene": (with_inputs("phenaki_continue_clip.api.json", "PhenakiSampleScene",
+                                               prime_frames=17),
+                                   "PhenakiSampleScene", ["prime_frames (17) must be shorter than the scene"]),
+    "prime longer than the clip": (with_inputs("phenaki_continue_clip.api.json", "PhenakiSampleScene",
+                                               prime_frames=11),
+                                   "PhenakiSampleScene", ["longer than the prime clip (9 frames)", "at most 9"]),
+    "cond from another model": (cond_from_unconditional_model(), "PhenakiSampleScene",
+                                ["unconditional model", "Phenaki Encode Text"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_a_bad_input_shows_what_to_change(server, case):
+    """The error dialog shows ``exception_message``: one line that says what to change, no traceback."""
+    (workflow, edit), node_type, expected = BAD_INPUTS[case]
+    prompt = prompts(server)[workflow]
+    edit(prompt)
     entry = server.wait(server.submit(prompt))
-    error = messages(entry)["execution_error"]
     assert entry["status"]["status_str"] == "error"
-    assert "1 + k*2" in error["exception_message"] and "try 15 or 17" in error["exception_message"]
+    error = messages(entry)["execution_error"]
+    text = error["exception_message"].strip()
+    assert error["node_type"] == node_type and error["exception_type"].endswith("InputError"), error
+    assert "\n" not in text and "Traceback" not in text, text
+    for phrase in expected:
+        assert phrase in text, text
 
 
 def test_cancel_stops_sampling_and_the_server_runs_again(server):
