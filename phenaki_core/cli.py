@@ -216,7 +216,8 @@ def cmd_train(args) -> int:
         "lr": args.lr, "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay, "seed": args.seed,
         "data_seed": args.data_seed, "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
         "num_workers": args.num_workers, "precision": args.precision, "entropy_weight": args.entropy_weight,
-        "commit_weight": args.commit_weight}.items() if v is not None}
+        "commit_weight": args.commit_weight, "foreground_weight": args.foreground_weight,
+        "log_every": args.log_every}.items() if v is not None}
     train_config = TrainConfig(**overrides)
     device = resolve_device(args.device)
     if args.threads:
@@ -377,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     train.add_argument("--entropy-weight", type=_finite_float, help="stage 1: LFQ entropy loss weight")
     train.add_argument("--commit-weight", type=_finite_float, help="stage 1: LFQ commitment loss weight")
+    train.add_argument("--foreground-weight", type=_finite_float,
+                       help="stage 1: extra weight of foreground pixels (sparse content on a flat background)")
+    train.add_argument("--log-every", type=_positive_int, help="steps between metrics.jsonl lines")
     train.add_argument("--device", default="auto")
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")

@@ -41,6 +41,9 @@ class TokenizerOutput:
     entropy_loss: torch.Tensor
 
 
+FOREGROUND_LEVEL = 0.1  # a pixel with any channel above this is foreground for ``foreground_weight``
+
+
 def _pixel_head(dim: int, out_dim: int, mlp_mult: int) -> nn.Module:
     """Token (dim) -> one patch of pixels (out_dim): linear, or an MLP when ``mlp_mult`` > 0."""
     if mlp_mult == 0:
@@ -168,9 +171,13 @@ class CViViT(nn.Module):
         return self.decode(self.quantizer.decode_ids(ids.long())).clamp(0, 1)
 
     # --- training -------------------------------------------------------------------------------
-    def forward(self, video: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> TokenizerOutput:
+    def forward(self, video: torch.Tensor, frame_mask: Optional[torch.Tensor] = None,
+                foreground_weight: float = 0.0) -> TokenizerOutput:
         """Training losses. ``frame_mask`` (b f) bool marks real frames; padded ones (False) and the
-        token frames made only of them count in no loss."""
+        token frames made only of them count in no loss. ``foreground_weight`` w > 0 weighs the
+        squared error of foreground pixels (any channel above FOREGROUND_LEVEL) 1 + w times: on
+        sparse content (a small object on a flat background) plain MSE is nearly minimised by a
+        blank frame, and the tokenizer otherwise learns colour and shape very slowly."""
         video = self.check_video(video, check_range=False)
         token_mask = None
         if frame_mask is not None:
@@ -179,12 +186,15 @@ class CViViT(nn.Module):
         q = self.quantizer(self.encode(video), mask=token_mask)
         recon = self.decode(q.quantized)
         target = video.to(recon.dtype)
-        if frame_mask is None:
+        if frame_mask is None and not foreground_weight:
             recon_loss = F.mse_loss(recon, target)
         else:
-            weight = frame_mask[:, None, :, None, None].to(recon.dtype)  # b 1 f 1 1
-            per_frame = recon[:, :, :1].numel() // recon.shape[0]  # c * H * W
-            recon_loss = ((recon - target) ** 2 * weight).sum() / (weight.sum() * per_frame).clamp_min(1)
+            weight = torch.ones_like(target[:, :1])  # b 1 f H W
+            if foreground_weight:
+                weight = weight + foreground_weight * (target.amax(1, keepdim=True) > FOREGROUND_LEVEL).to(weight.dtype)
+            if frame_mask is not None:
+                weight = weight * frame_mask[:, None, :, None, None].to(weight.dtype)
+            recon_loss = ((recon - target) ** 2 * weight).sum() / (weight.sum() * target.shape[1]).clamp_min(1)
         return TokenizerOutput(recon, q.ids, recon_loss, q.commit_loss, q.entropy_loss)
 
     def _check_frame_mask(self, frame_mask: torch.Tensor, video: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ DEVICE=${DEVICE:-auto}
 
 # stage 1: the C-ViViT tokenizer
 phenaki train tokenizer "$RUNS/tok" --preset shapes64 --steps "$TOK_STEPS" --batch-size 8 --lr 1.5e-3 \
-  --warmup-steps 100 --commit-weight 0.02 --entropy-weight 0.01 --checkpoint-every 100 --preview-every 250 \
+  --warmup-steps 100 --commit-weight 0.02 --entropy-weight 0.01 --foreground-weight 10 --checkpoint-every 100 \
+  --preview-every 500 \
   --threads "$THREADS" --device "$DEVICE" \
   --max-minutes "$TOK_MINUTES"
 

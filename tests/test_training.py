@@ -1,5 +1,7 @@
 """The stage-2 training forward: CFG dropout, masking of valid tokens only, critic labels, params."""
 
+import json
+
 import pytest
 import torch
 
@@ -142,3 +144,31 @@ def test_training_is_seedable():
     a = model(ids_for(model), text=random_text(4), generator=torch.Generator().manual_seed(9))
     b = model(ids_for(model), text=random_text(4), generator=torch.Generator().manual_seed(9))
     assert torch.equal(a.loss, b.loss) and torch.equal(a.token_mask, b.token_mask)
+
+
+def test_foreground_weight_counts_object_errors_more():
+    from phenaki_core import Phenaki, preset
+    tok = Phenaki(preset("tiny-shapes")).cvivit
+    video = torch.zeros(1, 3, 9, 16, 16)
+    video[:, 0, :, 4:8, 4:8] = 0.9  # a red square on black
+    plain = tok(video).recon_loss
+    assert torch.equal(tok(video, foreground_weight=0.0).recon_loss, plain)
+    weighted = tok(video, foreground_weight=10.0).recon_loss
+    # weighted mean: the 16 object pixels of each frame weigh 11x; the value equals the hand formula
+    recon = tok(video).reconstruction
+    weight = 1 + 10 * (video.amax(1, keepdim=True) > 0.1).float()
+    expected = (((recon - video) ** 2) * weight).sum() / (weight.sum() * 3)
+    assert torch.allclose(weighted, expected) and not torch.allclose(weighted, plain)
+
+
+def test_resume_drops_metrics_logged_after_the_last_checkpoint(tmp_path):
+    from phenaki_core import preset
+    from phenaki_core.training import TrainConfig, Trainer
+    cfg = TrainConfig(stage="tokenizer", steps=2, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=2,
+                      preview_every=1000)
+    Trainer(tmp_path, preset("tiny-shapes"), cfg, progress=False).run()
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as f:  # a killed run got further
+        f.write('{"step": 3, "loss": 1.0}\n{"step": 4, "lo')
+    Trainer(tmp_path, preset("tiny-shapes"), cfg.replace(steps=3), progress=False).run()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]

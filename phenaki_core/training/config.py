@@ -37,6 +37,7 @@ class TrainConfig:
     # stage 1 loss weights
     commit_weight: float = 0.25
     entropy_weight: float = 0.05
+    foreground_weight: float = 0.0  # extra weight of foreground pixels in the reconstruction loss
     # data order (datasets other than the procedural Shapes World are shuffled per epoch)
     data_seed: int = 0
     # Shapes World data
@@ -54,7 +55,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight"):
+        for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight", "foreground_weight"):
             _non_negative_float(name, getattr(self, name))
         for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob"):
             _non_negative_float(name, getattr(self, name), upper=1.0)

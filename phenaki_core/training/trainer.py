@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import load_bundle, save_bundle
+from ..checkpoint import atomic_write, load_bundle, save_bundle
 from ..config import PhenakiConfig
 from ..data import ShapesWorldConfig, ShapesWorldDataset, evaluation_prompts
 from ..errors import CheckpointError, ConfigError
@@ -226,7 +226,7 @@ class Trainer:
             if "video" not in batch:
                 raise ConfigError("stage 1 trains on videos; this dataset yields precomputed tokens")
             video = batch["video"].to(self.device, non_blocking=True)
-            out = self.trained(video, frame_mask=frame_mask)
+            out = self.trained(video, frame_mask=frame_mask, foreground_weight=cfg.foreground_weight)
             loss = out.recon_loss + cfg.commit_weight * out.commit_loss + cfg.entropy_weight * out.entropy_loss
             return loss, {"recon": out.recon_loss.item(), "entropy": out.entropy_loss.item()}
         if "ids" in batch:  # precomputed shards
@@ -300,6 +300,21 @@ class Trainer:
         return [self.positions[i]["caption"] for i in range(PREVIEW_CLIPS)]
 
     # --- the loop ---------------------------------------------------------------------------------
+    def _drop_metrics_after(self, step: int) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:  # a line cut short by a crash
+                continue
+        if len(kept) != len(lines):
+            atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in kept), encoding="utf-8"))
+
     def _train_step(self, batches) -> tuple[float, dict[str, float]]:
         """Forward and backward of this process's micro-batches of one step; returns the loss and
         metrics averaged over all micro-batches of all processes. Gradients are synchronised once,
@@ -348,7 +363,10 @@ class Trainer:
             bar = tqdm(total=total, initial=self.step, desc=f"train {cfg.stage}", unit="step", dynamic_ncols=True)
         last_loss = float("nan")
         window_start, window_samples = time.time(), 0
-        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") if self.dist.is_main else None
+        metrics_file = None
+        if self.dist.is_main:
+            self._drop_metrics_after(self.step)  # lines a killed run logged after its last checkpoint
+            metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
         try:
             batches = iter(self._loader(total))
             while self.step < total:
