@@ -149,3 +149,17 @@ def test_padded_frames_do_not_count_in_the_stage1_loss(tmp_path):
     # the loss sees the padded frames only through the causal decoder's *later* outputs, which are
     # masked out: with the tokenizer's causality, real frames' reconstructions ignore the padding
     assert result[0] == pytest.approx(result[1], rel=1e-5)
+
+
+def test_precompute_then_train_stage2_from_the_shards(runs, folder, tmp_path, capsys):
+    root, _ = runs
+    tokenizer = str(root / "tok1" / BUNDLE_FILE)
+    assert main(["precompute", str(folder), str(tmp_path / "tokens"), "--tokenizer", tokenizer, "--frames", "9",
+                 "--threads", "1", "--device", "cpu"]) == 0
+    assert "wrote 8 items" in capsys.readouterr().out  # the corrupt file is not among them
+    assert main(["train", "transformer", str(tmp_path / "t2v"), "--shards", str(tmp_path / "tokens"),
+                 "--tokenizer", tokenizer, *COMMON]) == 0
+    assert load_bundle(tmp_path / "t2v" / BUNDLE_FILE).extra["history"][-1]["steps"] == 3
+    # shards are stage-2 data only, and must match the tokenizer they are trained with
+    assert main(["train", "tokenizer", str(tmp_path / "bad"), "--shards", str(tmp_path / "tokens"), *COMMON]) == 2
+    assert "stage 2" in capsys.readouterr().err
