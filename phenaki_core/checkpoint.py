@@ -67,6 +67,9 @@ def atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        # writers may create private (0600) files; give the result the mode of the file it replaces,
+        # or an ordinary file's 0644
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)

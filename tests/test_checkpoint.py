@@ -187,3 +187,14 @@ def test_a_write_killed_midway_is_cleaned_up_by_the_next_one(saved, tmp_path):
     if os.name == "posix":
         assert names == sorted([path.name, alive.name])
     assert load_bundle(path).model.config == model.config
+
+
+def test_written_bundles_are_ordinary_readable_files(tmp_path):
+    import stat
+    from phenaki_core.checkpoint import atomic_write
+    target = tmp_path / "out.bin"
+    atomic_write(target, lambda tmp: (open(tmp, "wb").write(b"x"), os.chmod(tmp, 0o600)))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    os.chmod(target, 0o664)
+    atomic_write(target, lambda tmp: open(tmp, "wb").write(b"y"))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o664 and target.read_bytes() == b"y"
