@@ -294,71 +294,50 @@ class Workloads:
         return torch.autocast(self.device.type, dtype=dtype)
 
     # training ---------------------------------------------------------------------------------
+    def _train_step(self, dtype: torch.dtype, module: torch.nn.Module, params, loss_fn: Callable[[], torch.Tensor],
+                    eval_after: bool = False) -> Callable[[], object]:
+        """One optimizer step of ``module`` (Adam over ``params``) on the loss ``loss_fn`` returns."""
+        opt = torch.optim.Adam(params, lr=1e-4)
+
+        def run():
+            module.train()
+            with self._autocast(dtype):
+                loss = loss_fn()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if eval_after:
+                module.eval()
+            return loss
+
+        return run
+
     def maskgit_train(self, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
         b = self.setup.train_batch
         ids, embeds = self.ids(b), self.text(b)
         text = TextCondition(embeds, torch.ones(b, TEXT_LEN, dtype=torch.bool, device=self.device))
         model = self.ours
-        opt = torch.optim.Adam(model.maskgit.parameters(), lr=1e-4)
         gen = torch.Generator(device=self.device).manual_seed(0)
-
-        def run_ours():
-            model.train()
-            with self._autocast(dtype):
-                loss = model(ids, text=text, generator=gen).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
-
-        fns = {"ours": run_ours}
+        fns = {"ours": self._train_step(dtype, model, model.maskgit.parameters(),
+                                        lambda: model(ids, text=text, generator=gen).loss)}
         if self.peer is not None:
             peer = self.peer.phenaki
-            peer_opt = torch.optim.Adam(self.peer.maskgit.parameters(), lr=1e-4)
-
-            def run_peer():
-                peer.train()
-                with self._autocast(dtype):
-                    loss = peer(video_codebook_ids=ids, text_embeds=embeds)
-                loss.backward()
-                peer_opt.step()
-                peer_opt.zero_grad(set_to_none=True)
-                return loss
-
-            fns["peer"] = run_peer
+            fns["peer"] = self._train_step(dtype, peer, self.peer.maskgit.parameters(),
+                                           lambda: peer(video_codebook_ids=ids, text_embeds=embeds))
         return fns
 
     def cvivit_train(self, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
         video = self.video(self.setup.train_batch)
         tokenizer = self.ours.cvivit
-        opt = torch.optim.Adam(tokenizer.parameters(), lr=1e-4)
 
-        def run_ours():
-            tokenizer.train()
-            with self._autocast(dtype):
-                out = tokenizer(video)
-                loss = out.recon_loss + out.commit_loss + out.entropy_loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            tokenizer.eval()
-            return loss
+        def ours_loss():
+            out = tokenizer(video)
+            return out.recon_loss + out.commit_loss + out.entropy_loss
 
-        fns = {"ours": run_ours}
+        fns = {"ours": self._train_step(dtype, tokenizer, tokenizer.parameters(), ours_loss, eval_after=True)}
         if self.peer is not None:
             peer = self.peer.cvivit
-            peer_opt = torch.optim.Adam(peer.parameters(), lr=1e-4)
-
-            def run_peer():
-                peer.train()
-                with self._autocast(dtype):
-                    loss = peer(video)
-                loss.backward()
-                peer_opt.step()
-                peer_opt.zero_grad(set_to_none=True)
-                return loss
-
-            fns["peer"] = run_peer
+            fns["peer"] = self._train_step(dtype, peer, peer.parameters(), lambda: peer(video))
         return fns
 
     def encode(self, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
