@@ -191,16 +191,16 @@ def _training_dataset(args, model_config):
         from .data.shards import TokenShardDataset, collate_shards
         return TokenShardDataset(args.shards), collate_shards
     if args.data:
-        return _video_folder(args, model_config), None
+        return _video_folder(args.data, args, model_config), None
     return None, None
 
 
-def _video_folder(args, model_config):
+def _video_folder(root, args, model_config):
     from .data.video_folder import VideoFolderConfig, VideoFolderDataset
     overrides = {k: v for k, v in {"num_frames": args.frames, "fps": args.fps}.items() if v is not None}
     config = VideoFolderConfig.for_model(model_config, **overrides)
     model_config.cvivit.check_num_frames(config.num_frames, "--frames")
-    return VideoFolderDataset(args.data, config, seed=args.data_seed or 0)
+    return VideoFolderDataset(root, config, seed=args.data_seed or 0)
 
 
 def cmd_train(args) -> int:
@@ -261,8 +261,7 @@ def cmd_precompute(args) -> int:
     bundle = load_bundle(args.tokenizer)
     device = resolve_device(args.device)
     model = bundle.model.to(device)
-    args.data = args.data_dir
-    dataset = _video_folder(args, model.config)
+    dataset = _video_folder(args.data_dir, args, model.config)
     encoder = None
     if not model.config.maskgit.unconditional:
         from .text import load_text_encoder

@@ -60,8 +60,10 @@ class LFQ(nn.Module):
         h = self.project_in(z)  # ... bits
         codes = torch.where(h > 0, 1.0, -1.0).to(h.dtype)
         quantized = h + (codes - h).detach()  # straight-through estimator
-        counted = h if mask is None else h[mask.expand(h.shape[:-1])]  # n bits
-        commit = F.mse_loss(counted, codes.detach() if mask is None else codes[mask.expand(h.shape[:-1])].detach())
+        if mask is not None:
+            mask = mask.expand(h.shape[:-1])
+        counted = h if mask is None else h[mask]  # n bits
+        commit = F.mse_loss(counted, (codes if mask is None else codes[mask]).detach())
         entropy = self._entropy_loss(counted) if self.training else h.new_zeros(())
         return QuantizerOutput(self.project_out(quantized), self.ids_from_codes(codes), commit, entropy)
 

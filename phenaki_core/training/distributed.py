@@ -27,8 +27,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -123,15 +122,17 @@ class EpochOrder(Dataset):
     def __init__(self, dataset: Dataset, seed: int = 0, shuffle: bool = True):
         self.dataset, self.seed, self.shuffle = dataset, seed, shuffle
         self.size = len(dataset)  # type: ignore[arg-type]
+        self._cached: Optional[tuple[int, np.ndarray]] = None
         if self.size == 0:
             raise ConfigError("the training dataset is empty")
 
     def __len__(self) -> int:
         return 2**62
 
-    @lru_cache(maxsize=2)
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
+        if self._cached is None or self._cached[0] != epoch:  # positions are read in order: one epoch at a time
+            self._cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size))
+        return self._cached[1]
 
     def index(self, position: int) -> tuple[int, int]:
         epoch, offset = divmod(position, self.size)
