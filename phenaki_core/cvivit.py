@@ -172,12 +172,16 @@ class CViViT(nn.Module):
 
     # --- training -------------------------------------------------------------------------------
     def forward(self, video: torch.Tensor, frame_mask: Optional[torch.Tensor] = None,
-                foreground_weight: float = 0.0) -> TokenizerOutput:
+                foreground_weight: float = 0.0, halo_weight: float = 0.0) -> TokenizerOutput:
         """Training losses. ``frame_mask`` (b f) bool marks real frames; padded ones (False) and the
         token frames made only of them count in no loss. ``foreground_weight`` w > 0 weighs the
         squared error of foreground pixels (any channel above FOREGROUND_LEVEL) 1 + w times: on
         sparse content (a small object on a flat background) plain MSE is nearly minimised by a
-        blank frame, and the tokenizer otherwise learns colour and shape very slowly."""
+        blank frame, and the tokenizer otherwise learns colour and shape very slowly. But weighing
+        only the target's foreground favours bleeding colour into the background around an uncertain
+        edge (a halo: objects come out bloated and round). ``halo_weight`` h weighs the error of
+        background pixels that the reconstruction draws as foreground 1 + h times; h = w makes the
+        weighting symmetric."""
         video = self.check_video(video, check_range=False)
         token_mask = None
         if frame_mask is not None:
@@ -186,12 +190,16 @@ class CViViT(nn.Module):
         q = self.quantizer(self.encode(video), mask=token_mask)
         recon = self.decode(q.quantized)
         target = video.to(recon.dtype)
-        if frame_mask is None and not foreground_weight:
+        if frame_mask is None and not foreground_weight and not halo_weight:
             recon_loss = F.mse_loss(recon, target)
         else:
             weight = torch.ones_like(target[:, :1])  # b 1 f H W
+            target_fg = target.amax(1, keepdim=True) > FOREGROUND_LEVEL
             if foreground_weight:
-                weight = weight + foreground_weight * (target.amax(1, keepdim=True) > FOREGROUND_LEVEL).to(weight.dtype)
+                weight = weight + foreground_weight * target_fg.to(weight.dtype)
+            if halo_weight:
+                halo = (recon.detach().amax(1, keepdim=True) > FOREGROUND_LEVEL) & ~target_fg
+                weight = weight + halo_weight * halo.to(weight.dtype)
             if frame_mask is not None:
                 weight = weight * frame_mask[:, None, :, None, None].to(weight.dtype)
             recon_loss = ((recon - target) ** 2 * weight).sum() / (weight.sum() * target.shape[1]).clamp_min(1)

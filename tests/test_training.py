@@ -161,6 +161,22 @@ def test_foreground_weight_counts_object_errors_more():
     assert torch.allclose(weighted, expected) and not torch.allclose(weighted, plain)
 
 
+def test_halo_weight_counts_colour_drawn_on_the_background_more():
+    from phenaki_core import Phenaki, preset
+    tok = Phenaki(preset("tiny-shapes")).cvivit
+    video = torch.zeros(1, 3, 9, 16, 16)
+    video[:, 0, :, 4:8, 4:8] = 0.9
+    recon = tok(video).reconstruction
+    target_fg = video.amax(1, keepdim=True) > 0.1
+    halo = (recon.amax(1, keepdim=True) > 0.1) & ~target_fg
+    assert halo.any(), "the untrained tokenizer should draw some colour on the background"
+    weight = 1 + 10 * target_fg.float() + 4 * halo.float()
+    expected = (((recon - video) ** 2) * weight).sum() / (weight.sum() * 3)
+    got = tok(video, foreground_weight=10.0, halo_weight=4.0).recon_loss
+    assert torch.allclose(got, expected)
+    assert not torch.allclose(got, tok(video, foreground_weight=10.0).recon_loss)
+
+
 def test_resume_drops_metrics_logged_after_the_last_checkpoint(tmp_path):
     from phenaki_core import preset
     from phenaki_core.training import TrainConfig, Trainer

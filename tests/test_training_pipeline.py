@@ -51,6 +51,21 @@ def test_stage2_freezes_the_tokenizer_and_keeps_its_history(stage1, stage2):
     assert [h["stage"] for h in t2v.extra["history"]] == ["tokenizer", "transformer"]
 
 
+def test_a_warm_started_transformer_on_a_retrained_tokenizer_records_both(stage1, stage2, encoder, tmp_path):
+    """Stage 1 continued from its bundle, then stage 2 warm-started from the old transformer: the bundle
+    holds the new tokenizer, and its history lists all tokenizer runs, then all transformer runs."""
+    tok_cfg = TrainConfig(stage="tokenizer", steps=2, checkpoint_every=2, **FAST)
+    tok2 = Trainer(tmp_path / "tok2", preset("tiny-shapes"), tok_cfg, init_from=stage1.bundle, progress=False).run()
+    t2v_cfg = TrainConfig(stage="transformer", steps=2, checkpoint_every=2, **FAST)
+    t2v2 = Trainer(tmp_path / "t2v2", preset("tiny-shapes"), t2v_cfg, init_from=stage2.bundle,
+                   tokenizer_from=tok2.bundle, text_encoder=encoder, progress=False).run()
+    bundle = load_bundle(t2v2.bundle)
+    new_tok = load_bundle(tok2.bundle).model.cvivit.state_dict()
+    assert all(torch.equal(new_tok[k], v) for k, v in bundle.model.cvivit.state_dict().items())
+    assert [(h["stage"], h["steps"]) for h in bundle.extra["history"]] == [
+        ("tokenizer", 3), ("tokenizer", 2), ("transformer", 3), ("transformer", 2)]
+
+
 @pytest.mark.parametrize("stage", ["tokenizer", "transformer"])
 def test_resume_continues_the_exact_same_trajectory(tmp_path, stage, stage1, encoder):
     cfg = TrainConfig(stage=stage, steps=4, checkpoint_every=2, **FAST)

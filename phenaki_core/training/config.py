@@ -38,6 +38,7 @@ class TrainConfig:
     commit_weight: float = 0.25
     entropy_weight: float = 0.05
     foreground_weight: float = 0.0  # extra weight of foreground pixels in the reconstruction loss
+    halo_weight: float = 0.0  # extra weight of background pixels the reconstruction draws as foreground
     # data order (datasets other than the procedural Shapes World are shuffled per epoch)
     data_seed: int = 0
     # Shapes World data
@@ -55,7 +56,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight", "foreground_weight"):
+        for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight", "foreground_weight",
+                     "halo_weight"):
             _non_negative_float(name, getattr(self, name))
         for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob"):
             _non_negative_float(name, getattr(self, name), upper=1.0)

@@ -185,8 +185,9 @@ class Trainer:
                 raise CheckpointError(f"the tokenizer in {tokenizer_from} has a different config "
                                       f"({bundle.model.config.cvivit}) than this model ({self.config.cvivit})")
             self.model.cvivit.load_state_dict(bundle.model.cvivit.state_dict(), strict=True)
-            if init_from is None:
-                self.history = [h for h in bundle.extra.get("history", []) if h.get("stage") == "tokenizer"]
+            # the tokenizer's training comes from its own bundle; a warm-started transformer keeps its own
+            tokenizer_history = [h for h in bundle.extra.get("history", []) if h.get("stage") == "tokenizer"]
+            self.history = tokenizer_history + [h for h in self.history if h.get("stage") != "tokenizer"]
             logger.info("tokenizer from %s", tokenizer_from)
 
     def _trained_module(self) -> torch.nn.Module:
@@ -226,7 +227,8 @@ class Trainer:
             if "video" not in batch:
                 raise ConfigError("stage 1 trains on videos; this dataset yields precomputed tokens")
             video = batch["video"].to(self.device, non_blocking=True)
-            out = self.trained(video, frame_mask=frame_mask, foreground_weight=cfg.foreground_weight)
+            out = self.trained(video, frame_mask=frame_mask, foreground_weight=cfg.foreground_weight,
+                               halo_weight=cfg.halo_weight)
             loss = out.recon_loss + cfg.commit_weight * out.commit_loss + cfg.entropy_weight * out.entropy_loss
             return loss, {"recon": out.recon_loss.item(), "entropy": out.entropy_loss.item()}
         if "ids" in batch:  # precomputed shards
