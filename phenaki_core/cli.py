@@ -302,7 +302,8 @@ def cmd_eval(args) -> int:
                          f"{MIN_IMAGE_SIZE}; this checkpoint makes {config.max_frames} frames of "
                          f"{config.cvivit.image_size}x{config.cvivit.image_size}. Use `phenaki generate` with it")
     report = evaluate_checkpoint(args.checkpoint, seeds=args.seeds, device=args.device, dtype=args.dtype,
-                                 steps=args.steps, cond_scale=args.cond_scale, quick=args.quick)
+                                 steps=args.steps, cond_scale=args.cond_scale, quick=args.quick,
+                                 tokenizer_only=args.tokenizer_only)
     text = json.dumps(report, indent=2)
     if args.out:
         atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
@@ -411,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")
+    ev.add_argument("--tokenizer-only", action="store_true",
+                    help="measure only the tokenizer: PSNR and how its reconstructions read (stage-1 runs)")
     ev.add_argument("--out", help="write the JSON report here")
     ev.set_defaults(func=cmd_eval)
 

@@ -178,6 +178,16 @@ def test_tokenizer_readback_of_a_lossless_tokenizer_reads_the_truth():
     lossless.gain = 1.0
     psnr, read = tokenizer_quality(lossless, clips=16)
     assert psnr >= 99 and read["colour"] == 1.0 and read["shape"] == 1.0 and read["motion"] >= 0.85
+    assert read["area_ratio_median"] == 1.0
     lossless.gain = 0.0
     psnr, read = tokenizer_quality(lossless, clips=16)
-    assert psnr < 20 and read["blank"] == 1.0 and read["all_three"] == 0.0
+    assert psnr < 20 and read["blank"] == 1.0 and read["all_three"] == 0.0 and read["area_ratio_median"] == 0.0
+
+
+def test_eval_tokenizer_only_measures_stage_1(stage1, tmp_path):
+    out = tmp_path / "tok.json"
+    assert main(["eval", "--checkpoint", str(stage1.bundle), "--tokenizer-only", "--quick", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) >= {"tokenizer_psnr_db", "tokenizer_readback", "targets_met"} and "canonical" not in report
+    assert report["tokenizer_readback"]["n"] == 16
