@@ -4,6 +4,12 @@ The model code lives in ``phenaki_core/`` and the nodes in ``nodes/``; both are 
 relatively, so the pack works straight from ``ComfyUI/custom_nodes/`` without being installed.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:
+    # Imported as a lone module rather than as ComfyUI's custom-node package: pytest does this
+    # with a checkout whose folder name is not a Python name (``phenaki-comfyui``). There are no
+    # nodes to register then; the tests import ``nodes`` themselves.
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
