@@ -57,8 +57,7 @@ def tokenizer_quality(pipe: PhenakiPipeline, clips: int = 64) -> tuple[float, di
         video = torch.stack([item["video"] for item in items])
         recon = pipe.decode(pipe.encode_video(video)).cpu()
         scores.append((_psnr(video, recon), video.shape[0]))
-        read = read_clips(recon.float())
-        readings += read
+        readings += read_clips(recon.float())
         truth += [(item["colour"], item["shape"], item["motion"]) for item in items]
         area_ratios += [frame_stats(r.float()).areas.sum() / max(frame_stats(v).areas.sum(), 1)
                         for r, v in zip(recon, video)]
@@ -155,8 +154,8 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, *, seeds: int = 2, dev
     if tokenizer_only:
         psnr, readback = tokenizer_quality(pipe, 16 if quick else 64)
         return {"checkpoint": checkpoint or "bundled", "tokenizer_psnr_db": psnr, "tokenizer_readback": readback,
-                "targets": {"psnr_db": [psnr, TARGETS["psnr_db"]]}, "targets_met": {"psnr_db": psnr >= TARGETS["psnr_db"]},
-                "wall_time_s": round(time.time() - started, 1)}
+                "targets": {"psnr_db": [psnr, TARGETS["psnr_db"]]},
+                "targets_met": {"psnr_db": psnr >= TARGETS["psnr_db"]}, "wall_time_s": round(time.time() - started, 1)}
     sampler = SamplerConfig(steps=steps, cond_scale=cond_scale)
     canonical = [(canonical_caption(c, s, m), c, s, m) for c, s, m in itertools.product(COLOURS, SHAPES, MOTIONS)]
     heldout = [(p.prompt, p.colour, p.shape, p.motion) for p in evaluation_prompts("heldout")]
