@@ -217,7 +217,8 @@ def cmd_train(args) -> int:
         "data_seed": args.data_seed, "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
         "num_workers": args.num_workers, "precision": args.precision, "entropy_weight": args.entropy_weight,
         "commit_weight": args.commit_weight, "foreground_weight": args.foreground_weight,
-        "halo_weight": args.halo_weight, "log_every": args.log_every}.items() if v is not None}
+        "halo_weight": args.halo_weight, "log_every": args.log_every,
+        "decoder_only": args.decoder_only or None}.items() if v is not None}
     train_config = TrainConfig(**overrides)
     device = resolve_device(args.device)
     if args.threads:
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--halo-weight", type=_finite_float,
                        help="stage 1: extra weight of background pixels the reconstruction draws as foreground "
                             "(set it to --foreground-weight to keep objects from bloating)")
+    train.add_argument("--decoder-only", action="store_true",
+                       help="stage 1: fine-tune only the decoder of the --init-from model; its token ids stay the "
+                            "same, so the transformer it carries keeps working and needs no retraining")
     train.add_argument("--log-every", type=_positive_int, help="steps between metrics.jsonl lines")
     train.add_argument("--device", default="auto")
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")

@@ -80,6 +80,13 @@ class CViViT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.quantizer.project_out.weight.dtype
 
+    def decoder_modules(self) -> tuple[nn.Module, ...]:
+        """The modules only the decoder uses: training them leaves every token id as it was, so a
+        transformer trained on this tokenizer's ids keeps working. (The position bias is shared with
+        the encoder and is not among them.)"""
+        return (self.quantizer.project_out, self.dec_temporal_transformer, self.dec_spatial_transformer,
+                self.to_pixels_first_frame, self.to_pixels)
+
     # --- input checks -------------------------------------------------------------------------
     def check_video(self, video: torch.Tensor, check_range: bool = True) -> torch.Tensor:
         """Validate a clip and return it as (b, c, f, H, W); images (b, c, H, W) are 1-frame clips."""

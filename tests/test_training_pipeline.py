@@ -66,6 +66,32 @@ def test_a_warm_started_transformer_on_a_retrained_tokenizer_records_both(stage1
         ("tokenizer", 3), ("tokenizer", 2), ("transformer", 3), ("transformer", 2)]
 
 
+def test_decoder_only_keeps_the_token_ids_and_the_transformer(stage2, tmp_path):
+    """A decoder-only fine-tune of a full model: the decoder changes, while the encoder (so every token id)
+    and the transformer stay bit-identical, and the history marks the run."""
+    cfg = TrainConfig(stage="tokenizer", steps=2, checkpoint_every=2, decoder_only=True, lr=1e-2, **FAST)
+    tuned = load_bundle(Trainer(tmp_path / "dec", preset("tiny-shapes"), cfg, init_from=stage2.bundle,
+                                progress=False).run().bundle)
+    before = load_bundle(stage2.bundle)
+    old, new = before.model.state_dict(), tuned.model.state_dict()
+    decoder_ids = {id(p) for module in before.model.cvivit.decoder_modules() for p in module.parameters()}
+    decoder = {f"cvivit.{n}" for n, p in before.model.cvivit.named_parameters() if id(p) in decoder_ids}
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed and changed <= decoder
+    assert any(k.startswith("cvivit.to_pixels") for k in changed)
+    video = torch.rand(2, 3, 17, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(before.model.cvivit.encode_to_ids(video), tuned.model.cvivit.encode_to_ids(video))
+    assert tuned.extra["history"][-1] == {**tuned.extra["history"][-1], "stage": "tokenizer", "decoder_only": True}
+
+
+def test_decoder_only_needs_a_trained_model_and_the_tokenizer_stage(tmp_path):
+    with pytest.raises(ValueError, match="tokenizer stage"):
+        TrainConfig(stage="transformer", decoder_only=True)
+    with pytest.raises(ValueError, match="init-from"):
+        Trainer(tmp_path, preset("tiny-shapes"), TrainConfig(stage="tokenizer", decoder_only=True, **FAST),
+                progress=False)
+
+
 @pytest.mark.parametrize("stage", ["tokenizer", "transformer"])
 def test_resume_continues_the_exact_same_trajectory(tmp_path, stage, stage1, encoder):
     cfg = TrainConfig(stage=stage, steps=4, checkpoint_every=2, **FAST)

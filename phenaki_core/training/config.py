@@ -39,6 +39,7 @@ class TrainConfig:
     entropy_weight: float = 0.05
     foreground_weight: float = 0.0  # extra weight of foreground pixels in the reconstruction loss
     halo_weight: float = 0.0  # extra weight of background pixels the reconstruction draws as foreground
+    decoder_only: bool = False  # stage 1: train only the decoder; token ids (and a transformer on them) stay valid
     # data order (datasets other than the procedural Shapes World are shuffled per epoch)
     data_seed: int = 0
     # Shapes World data
@@ -63,6 +64,10 @@ class TrainConfig:
             _non_negative_float(name, getattr(self, name), upper=1.0)
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if not isinstance(self.decoder_only, bool):
+            raise ConfigError(f"decoder_only must be True or False, got {self.decoder_only!r}")
+        if self.decoder_only and self.stage != "tokenizer":
+            raise ConfigError("decoder_only fine-tunes the tokenizer's decoder; it applies to the tokenizer stage only")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -137,9 +137,15 @@ class Trainer:
             torch.manual_seed(train_config.seed)
             self.model = Phenaki(model_config)
         if state is None:
+            if train_config.decoder_only and init_from is None:
+                raise ConfigError("decoder_only fine-tunes the decoder of a trained tokenizer; name that model "
+                                  "with init_from (--init-from)")
             self._warm_start(init_from, tokenizer_from)
         self.model.to(self.device)
-        self.model.cvivit.requires_grad_(train_config.stage == "tokenizer")
+        self.model.cvivit.requires_grad_(train_config.stage == "tokenizer" and not train_config.decoder_only)
+        if train_config.decoder_only:
+            for module in self.model.cvivit.decoder_modules():
+                module.requires_grad_(True)
         self.params = self._stage_parameters()
         names = {id(p): n for n, p in self.model.named_parameters()}
         self.optimizer = torch.optim.AdamW(
@@ -200,7 +206,7 @@ class Trainer:
 
     def _stage_parameters(self) -> list[torch.nn.Parameter]:
         if self.train_config.stage == "tokenizer":
-            return list(self.model.cvivit.parameters())
+            return [p for p in self.model.cvivit.parameters() if p.requires_grad]
         return self.model.transformer_parameters()
 
     def _autocast(self):
@@ -252,6 +258,8 @@ class Trainer:
         record = {"stage": cfg.stage, "steps": self.step, "batch_size": cfg.batch_size, "lr": cfg.lr,
                   "wall_time_s": round(wall, 1), "device": _device_name(self.device),
                   "processes": self.dist.world_size, "grad_accum": cfg.grad_accum}
+        if cfg.decoder_only:
+            record["decoder_only"] = True
         return self.history + [record]
 
     def save(self, wall: float) -> None:
