@@ -49,40 +49,45 @@ MOTIONS: tuple[str, ...] = TRANSLATIONS + ("standing still",) + SIZE_MOTIONS
 
 #: Shape name -> nouns used in training captions (the canonical noun first).
 SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "circle": ("circle", "ball", "disc", "disk", "dot"),
-    "square": ("square", "box", "block", "square shape"),
-    "triangle": ("triangle", "triangular shape", "three-sided shape"),
+    "circle": ("circle", "ball", "disc", "disk", "dot", "round shape", "circular shape"),
+    "square": ("square", "box", "block", "square shape", "rectangle", "four-sided shape"),
+    "triangle": ("triangle", "triangular shape", "three-sided shape", "three-cornered shape", "triangle shape"),
 }
 
 #: Motion -> participle phrases (fit after the noun, or after "is"). Canonical phrase first.
 MOTION_PARTICIPLES: dict[str, tuple[str, ...]] = {
     "moving left": ("moving left", "heading left", "going left", "moving to the left",
-                    "sliding to the left", "travelling left"),
+                    "sliding to the left", "travelling left", "gliding left", "shifting left",
+                    "moving leftwards"),
     "moving right": ("moving right", "heading right", "going right", "moving to the right",
-                     "sliding to the right", "travelling right"),
+                     "sliding to the right", "travelling right", "gliding right", "shifting right",
+                     "moving rightwards"),
     "moving up": ("moving up", "heading up", "going up", "moving upwards", "sliding up",
-                  "travelling up"),
+                  "travelling up", "ascending", "climbing", "gliding up"),
     "moving down": ("moving down", "heading down", "going down", "moving downwards",
-                    "sliding down", "travelling down"),
+                    "sliding down", "travelling down", "descending", "falling", "gliding down"),
     "standing still": ("standing still", "not moving", "staying still", "staying in place",
-                       "sitting still", "holding still"),
+                       "sitting still", "holding still", "keeping still", "resting", "unmoving",
+                       "at rest"),
     "growing": ("growing", "getting bigger", "getting larger", "increasing in size",
-                "becoming bigger"),
-    "shrinking": ("shrinking", "getting smaller", "becoming smaller", "decreasing in size"),
+                "becoming bigger", "enlarging", "inflating", "becoming larger"),
+    "shrinking": ("shrinking", "getting smaller", "becoming smaller", "decreasing in size",
+                  "diminishing", "deflating", "getting tinier"),
 }
 
 #: Motion -> finite verb phrases, third person singular ("the ball slides to the left").
 MOTION_VERBS: dict[str, tuple[str, ...]] = {
     "moving left": ("moves left", "heads left", "slides to the left", "goes left",
-                    "travels left"),
+                    "travels left", "glides left", "shifts left"),
     "moving right": ("moves right", "heads right", "slides to the right", "goes right",
-                     "travels right"),
-    "moving up": ("moves up", "heads up", "slides up", "goes up", "travels up"),
-    "moving down": ("moves down", "heads down", "slides down", "goes down", "travels down"),
+                     "travels right", "glides right", "shifts right"),
+    "moving up": ("moves up", "heads up", "slides up", "goes up", "travels up", "ascends", "climbs"),
+    "moving down": ("moves down", "heads down", "slides down", "goes down", "travels down", "descends",
+                    "falls"),
     "standing still": ("stands still", "stays still", "does not move", "stays put",
-                       "stays in place"),
-    "growing": ("grows", "gets bigger", "gets larger", "grows bigger"),
-    "shrinking": ("shrinks", "gets smaller", "becomes smaller"),
+                       "stays in place", "rests", "keeps still"),
+    "growing": ("grows", "gets bigger", "gets larger", "grows bigger", "enlarges", "inflates"),
+    "shrinking": ("shrinks", "gets smaller", "becomes smaller", "diminishes", "deflates"),
 }
 
 #: Templates for participle phrases. ``{a}`` is "a" or "an" (for "orange").
