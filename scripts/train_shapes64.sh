@@ -11,6 +11,8 @@ TOK_STEPS=${TOK_STEPS:-3000}
 T2V_STEPS=${T2V_STEPS:-2200}
 TOK2_STEPS=${TOK2_STEPS:-5500}
 T2V2_STEPS=${T2V2_STEPS:-3300}
+TOK3_STEPS=${TOK3_STEPS:-4500}
+T2V3_STEPS=${T2V3_STEPS:-4200}
 PROCS=${PROCS:-1}
 TOK_MINUTES=${TOK_MINUTES:-600}
 T2V_MINUTES=${T2V_MINUTES:-600}
@@ -43,5 +45,17 @@ torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transf
   --batch-size 12 --lr 8e-4 --warmup-steps 100 --checkpoint-every 100 --preview-every 500 --threads "$THREADS" \
   --device "$DEVICE" --max-minutes "$T2V_MINUTES"
 
+# stage 1, third run: the same settings at a lower peak learning rate (shape readback 46% -> 65%)
+torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train tokenizer "$RUNS/tok3" --preset shapes64 \
+  --init-from "$RUNS/tok2/bundle.safetensors" --steps "$TOK3_STEPS" --batch-size 8 --lr 6e-4 --warmup-steps 50 \
+  --commit-weight 0.02 --entropy-weight 0.01 --foreground-weight 10 --halo-weight 10 --checkpoint-every 100 \
+  --preview-every 1000 --threads "$THREADS" --device "$DEVICE" --max-minutes "$TOK_MINUTES"
+
+# stage 2, third run: warm-started from the second, on the third tokenizer
+torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transformer "$RUNS/t2v3" --preset shapes64 \
+  --init-from "$RUNS/t2v2/bundle.safetensors" --tokenizer "$RUNS/tok3/bundle.safetensors" --steps "$T2V3_STEPS" \
+  --batch-size 12 --lr 8e-4 --warmup-steps 100 --checkpoint-every 100 --preview-every 500 --threads "$THREADS" \
+  --device "$DEVICE" --max-minutes "$T2V_MINUTES"
+
 # ship the EMA weights in fp16
-phenaki export "$RUNS/t2v2/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16
+phenaki export "$RUNS/t2v3/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16

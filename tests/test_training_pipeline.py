@@ -180,6 +180,12 @@ def test_eval_quick_writes_a_report_with_every_section(stage2, tmp_path):
         assert key in report
     for key in ("colour", "shape", "motion", "all_three", "blank"):
         assert 0.0 <= report["canonical"][key] <= 1.0
+    canonical = report["canonical"]
+    for attribute in ("shape", "motion"):  # what each asked-for value was read as: it adds up to the scores
+        table = canonical[f"{attribute}_read_as"]
+        assert sum(sum(row.values()) for row in table.values()) == canonical["n"]
+        assert sum(row.get(asked, 0) for asked, row in table.items()) / canonical["n"] == pytest.approx(
+            canonical[attribute])
     assert report["chains"]["stories"] == 6
 
 
