@@ -303,7 +303,7 @@ def cmd_eval(args) -> int:
                          f"{MIN_IMAGE_SIZE}; this checkpoint makes {config.max_frames} frames of "
                          f"{config.cvivit.image_size}x{config.cvivit.image_size}. Use `phenaki generate` with it")
     report = evaluate_checkpoint(args.checkpoint, seeds=args.seeds, device=args.device, dtype=args.dtype,
-                                 steps=args.steps, cond_scale=args.cond_scale, quick=args.quick,
+                                 steps=args.steps, cond_scale=args.cond_scale, remask=args.remask, quick=args.quick,
                                  tokenizer_only=args.tokenizer_only)
     text = json.dumps(report, indent=2)
     if args.out:
@@ -413,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=_positive_int, default=2)
     ev.add_argument("--steps", type=_positive_int, default=18)
     ev.add_argument("--cond-scale", type=_finite_float, default=3.0)
+    ev.add_argument("--remask", choices=("auto", "confidence", "critic"), default="auto",
+                    help="which tokens to resample each step (auto: the critic when the model has one)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")

@@ -173,8 +173,9 @@ def test_cli_bad_numbers_are_rejected_by_the_parser(capsys):
 def test_eval_quick_writes_a_report_with_every_section(stage2, tmp_path):
     out = tmp_path / "report.json"
     assert main(["eval", "--checkpoint", str(stage2.bundle), "--quick", "--steps", "2", "--device", "cpu",
-                 "--out", str(out)]) == 0
+                 "--remask", "confidence", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert report["sampler"]["remask"] == "confidence" and report["sampler"]["steps"] == 2
     for key in ("tokenizer_psnr_db", "tokenizer_readback", "canonical", "heldout", "chains", "diversity", "targets",
                 "targets_met"):
         assert key in report

@@ -161,7 +161,7 @@ def _diversity(pipe, sampler, seeds: int = 6) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(checkpoint: Optional[str] = None, *, seeds: int = 2, device: str = "auto",
-                        dtype: str = "auto", steps: int = 18, cond_scale: float = 3.0,
+                        dtype: str = "auto", steps: int = 18, cond_scale: float = 3.0, remask: str = "auto",
                         quick: bool = False, tokenizer_only: bool = False) -> dict[str, Any]:
     """The report (see the module docstring). ``tokenizer_only`` measures stage 1 alone (seconds)."""
     started = time.time()
@@ -171,7 +171,7 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, *, seeds: int = 2, dev
         return {"checkpoint": checkpoint or "bundled", "tokenizer_psnr_db": psnr, "tokenizer_readback": readback,
                 "targets": {"psnr_db": [psnr, TARGETS["psnr_db"]]},
                 "targets_met": {"psnr_db": psnr >= TARGETS["psnr_db"]}, "wall_time_s": round(time.time() - started, 1)}
-    sampler = SamplerConfig(steps=steps, cond_scale=cond_scale)
+    sampler = SamplerConfig(steps=steps, cond_scale=cond_scale, remask=remask)
     canonical = [(canonical_caption(c, s, m), c, s, m) for c, s, m in itertools.product(COLOURS, SHAPES, MOTIONS)]
     heldout = [(p.prompt, p.colour, p.shape, p.motion) for p in evaluation_prompts("heldout")]
     if quick:
