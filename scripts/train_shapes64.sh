@@ -31,31 +31,30 @@ torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transf
   --tokenizer "$RUNS/tok/bundle.safetensors" --steps "$T2V_STEPS" --batch-size 12 --lr 8e-4 --warmup-steps 100 \
   --checkpoint-every 100 --preview-every 500 --threads "$THREADS" --device "$DEVICE" --max-minutes "$T2V_MINUTES"
 
-# stage 1, continued: the same tokenizer with a symmetric pixel weighting. Weighing only the object's
-# pixels (above) teaches colour fast but bloats objects into round blobs; --halo-weight also weighs colour
-# drawn on the background, which sharpens edges. Data-parallel from here on.
-torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train tokenizer "$RUNS/tok2" --preset shapes64 \
-  --init-from "$RUNS/tok/bundle.safetensors" --steps "$TOK2_STEPS" --batch-size 8 --lr 1e-3 --warmup-steps 50 \
-  --commit-weight 0.02 --entropy-weight 0.01 --foreground-weight 10 --halo-weight 10 --checkpoint-every 100 \
-  --preview-every 1000 --threads "$THREADS" --device "$DEVICE" --max-minutes "$TOK_MINUTES"
+# Both stages continued: each run warm-starts from the previous one (a fresh schedule), data-parallel.
+continue_tokenizer() {  # RUN FROM STEPS LR
+  torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train tokenizer "$RUNS/$1" --preset shapes64 \
+    --init-from "$RUNS/$2/bundle.safetensors" --steps "$3" --batch-size 8 --lr "$4" --warmup-steps 50 \
+    --commit-weight 0.02 --entropy-weight 0.01 --foreground-weight 10 --halo-weight 10 --checkpoint-every 100 \
+    --preview-every 1000 --threads "$THREADS" --device "$DEVICE" --max-minutes "$TOK_MINUTES"
+}
+continue_transformer() {  # RUN FROM TOKENIZER STEPS
+  torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transformer "$RUNS/$1" --preset shapes64 \
+    --init-from "$RUNS/$2/bundle.safetensors" --tokenizer "$RUNS/$3/bundle.safetensors" --steps "$4" \
+    --batch-size 12 --lr 8e-4 --warmup-steps 100 --checkpoint-every 100 --preview-every 500 --threads "$THREADS" \
+    --device "$DEVICE" --max-minutes "$T2V_MINUTES"
+}
 
-# stage 2, continued: the transformer warm-started from its first run, on the retrained tokenizer
-torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transformer "$RUNS/t2v2" --preset shapes64 \
-  --init-from "$RUNS/t2v/bundle.safetensors" --tokenizer "$RUNS/tok2/bundle.safetensors" --steps "$T2V2_STEPS" \
-  --batch-size 12 --lr 8e-4 --warmup-steps 100 --checkpoint-every 100 --preview-every 500 --threads "$THREADS" \
-  --device "$DEVICE" --max-minutes "$T2V_MINUTES"
-
+# stage 1, second run: a symmetric pixel weighting. Weighing only the object's pixels (above) teaches
+# colour fast but bloats objects into round blobs; --halo-weight also weighs colour drawn on the
+# background, which sharpens edges.
+continue_tokenizer tok2 tok "$TOK2_STEPS" 1e-3
+# stage 2, second run: on the retrained tokenizer
+continue_transformer t2v2 t2v tok2 "$T2V2_STEPS"
 # stage 1, third run: the same settings at a lower peak learning rate (shape readback 46% -> 65%)
-torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train tokenizer "$RUNS/tok3" --preset shapes64 \
-  --init-from "$RUNS/tok2/bundle.safetensors" --steps "$TOK3_STEPS" --batch-size 8 --lr 6e-4 --warmup-steps 50 \
-  --commit-weight 0.02 --entropy-weight 0.01 --foreground-weight 10 --halo-weight 10 --checkpoint-every 100 \
-  --preview-every 1000 --threads "$THREADS" --device "$DEVICE" --max-minutes "$TOK_MINUTES"
-
-# stage 2, third run: warm-started from the second, on the third tokenizer
-torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transformer "$RUNS/t2v3" --preset shapes64 \
-  --init-from "$RUNS/t2v2/bundle.safetensors" --tokenizer "$RUNS/tok3/bundle.safetensors" --steps "$T2V3_STEPS" \
-  --batch-size 12 --lr 8e-4 --warmup-steps 100 --checkpoint-every 100 --preview-every 500 --threads "$THREADS" \
-  --device "$DEVICE" --max-minutes "$T2V_MINUTES"
+continue_tokenizer tok3 tok2 "$TOK3_STEPS" 6e-4
+# stage 2, third run: on the third tokenizer
+continue_transformer t2v3 t2v2 tok3 "$T2V3_STEPS"
 
 # ship the EMA weights in fp16
 phenaki export "$RUNS/t2v3/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16
