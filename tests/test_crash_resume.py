@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from phenaki_core import load_bundle
@@ -43,12 +42,17 @@ def train_argv(run_dir: Path) -> list[str]:
 
 
 def saved_step(path: Path):
-    """The step of a training state file, or None while there is none (it is replaced atomically)."""
+    """The step of a training state file, or None while there is none (it is replaced atomically).
+
+    Read from the safetensors header through one open file: ``safe_open`` opens the path a second
+    time to map the tensors, and a checkpoint renamed into place between the two opens mixes the
+    old file's header with the new file's size."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            return int(handle.metadata()["step"])
+        with open(path, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
     except FileNotFoundError:
         return None
+    return int(header["__metadata__"]["step"])
 
 
 def run_in_process(run_dir: Path) -> None:
