@@ -177,3 +177,9 @@ def test_gumbel_noise_is_finite_with_the_right_mean():
     noise = gumbel_noise(torch.Size([200_000]), gen(0), torch.device("cpu"))
     assert torch.isfinite(noise).all()
     assert abs(noise.mean().item() - 0.5772) < 0.01  # Euler-Mascheroni constant
+
+
+def test_the_cli_offers_exactly_the_sampler_remask_modes():
+    from phenaki_core.cli import REMASK_CHOICES
+    from phenaki_core.sampling import REMASK_MODES
+    assert REMASK_CHOICES == REMASK_MODES
