@@ -238,7 +238,7 @@ def cmd_train(args) -> int:
             if not args.tokenizer and not args.init_from and not (Path(args.run_dir) / "train_state.safetensors").exists():
                 raise InputError("stage 2 needs --tokenizer BUNDLE (the stage-1 result) or --init-from BUNDLE")
             from .text import load_minilm
-            encoder = load_minilm(device="cpu")
+            encoder = load_minilm(device=device)  # captions encode where the model trains
         trainer = Trainer(args.run_dir, model_config, train_config, device=device, init_from=args.init_from,
                           tokenizer_from=args.tokenizer, text_encoder=encoder, resume=not args.no_resume,
                           dataset=dataset, collate_fn=collate_fn, dist=ctx)

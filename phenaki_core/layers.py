@@ -398,6 +398,7 @@ class ContinuousPositionBias(nn.Module):
         offsets = [torch.arange(-(d - 1), d, device=device) for d in dims]
         table = torch.stack(torch.meshgrid(*offsets, indexing="ij"), dim=-1).float()  # ... c
         table = torch.sign(table) * torch.log(table.abs() + 1)
+        table = table.to(self.net[-1].weight.dtype)  # the MLP's dtype (bf16/fp16 weights too)
         for layer in self.net:
             table = layer(table)
         table = table.reshape(-1, table.shape[-1])  # (prod(2d-1)) h

@@ -181,13 +181,15 @@ class PhenakiPipeline:
 
     @classmethod
     def from_checkpoint(cls, path: Optional[str | os.PathLike] = None, *, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype = "auto", t5_folder: Optional[str] = None) -> "PhenakiPipeline":
-        """Load a bundle (the bundled model when ``path`` is None) and the text encoder it names."""
+                        dtype: str | torch.dtype = "auto", t5_folder: Optional[str] = None,
+                        with_text: bool = True) -> "PhenakiPipeline":
+        """Load a bundle (the bundled model when ``path`` is None) and the text encoder it names
+        (unless ``with_text`` is False: the tokenizer alone needs none)."""
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         bundle: Bundle = load_bundle(path if path is not None else default_checkpoint(), device=device, dtype=dtype)
         encoder = None
-        if not bundle.model.config.maskgit.unconditional:
+        if with_text and not bundle.model.config.maskgit.unconditional:
             encoder = load_text_encoder(bundle.text_encoder, device=device, t5_folder=t5_folder)
         logger.info("loaded %s on %s (%s)", bundle.path, device, dtype)
         return cls(bundle.model, encoder, dtype=dtype)

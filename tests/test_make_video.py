@@ -59,6 +59,19 @@ def test_primed_scene_samples_after_the_reencoded_tail_of_the_previous_scene():
     assert torch.equal(calls[1], model.cvivit.encode_to_ids(story.scenes[0][:, :, -5:]))
 
 
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("remask", ["confidence", "critic"])
+def test_a_story_samples_with_half_precision_weights(dtype, remask):
+    """`--dtype auto` loads bf16 weights on a GPU: every layer must run in the weights' dtype
+    (the position-bias MLP once built its offset table in fp32 and crashed there)."""
+    model = build_tiny().to(dtype)
+    conds = [type(t)(t.embeds.to(dtype), t.mask) for t in texts(2)]
+    story = make_video(model, conds, 9, 5, sampler=SamplerConfig(steps=2, remask=remask),
+                       generator=torch.Generator().manual_seed(0))
+    assert story.video.shape == (1, 3, 13, 8, 8)
+    assert torch.isfinite(story.video.float()).all()
+
 def test_initial_prime_from_a_users_clip():
     model = build_tiny()
     clip = torch.rand(1, 3, 5, 8, 8)

@@ -165,7 +165,7 @@ def evaluate_checkpoint(checkpoint: Optional[str] = None, *, seeds: int = 2, dev
                         quick: bool = False, tokenizer_only: bool = False) -> dict[str, Any]:
     """The report (see the module docstring). ``tokenizer_only`` measures stage 1 alone (seconds)."""
     started = time.time()
-    pipe = PhenakiPipeline.from_checkpoint(checkpoint, device=device, dtype=dtype)
+    pipe = PhenakiPipeline.from_checkpoint(checkpoint, device=device, dtype=dtype, with_text=not tokenizer_only)
     if tokenizer_only:
         psnr, readback = tokenizer_quality(pipe, 16 if quick else TOKENIZER_CLIPS)
         return {"checkpoint": checkpoint or "bundled", "tokenizer_psnr_db": psnr, "tokenizer_readback": readback,
