@@ -20,6 +20,7 @@ from .sockets import ManagedModules, PhenakiCond, PhenakiModel, PhenakiTokens
 from ..phenaki_core import (CheckpointError, InputError, PhenakiPipeline, SamplerConfig, SamplerStep, Story,
                             TextCondition, default_checkpoint, fit_video)
 from ..phenaki_core.pipeline import check_prime_length, check_seed, resolve_device, resolve_dtype
+from ..phenaki_core.sampling import REMASK_MODES
 from ..phenaki_core.text import clean_prompts
 from ..phenaki_core.video_io import contact_sheet, to_uint8_frames
 
@@ -119,8 +120,14 @@ def text_for(model: PhenakiModel, cond: PhenakiCond) -> tuple[Optional[TextCondi
     return cond.text, cond.negative
 
 
-def sampler_config(steps: int, cond_scale: float, temperature: float, critic_noise: float) -> SamplerConfig:
-    return SamplerConfig(steps=steps, cond_scale=cond_scale, temperature=temperature, noise_k=critic_noise)
+DEFAULT_REMASK = SamplerConfig().remask
+
+
+def sampler_config(steps: int, cond_scale: float, temperature: float, critic_noise: float,
+                   remask: Optional[str] = None) -> SamplerConfig:
+    """The nodes' sampling widgets -> SamplerConfig; ``remask`` None (an older graph) takes the default."""
+    extra = {} if remask is None else {"remask": remask}
+    return SamplerConfig(steps=steps, cond_scale=cond_scale, temperature=temperature, noise_k=critic_noise, **extra)
 
 
 # --- progress ------------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ SAMPLING = {
     "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
                      "tooltip": "Same seed, same settings: the same frames."}),
 }
+# optional, so graphs saved before it existed keep working (they get the default)
+REMASK = {"remask": (list(glue.REMASK_MODES), {"default": glue.DEFAULT_REMASK, "tooltip": (
+    "Which tokens to resample at each step. confidence: the model's least sure tokens (the default; "
+    "best measured on the bundled model). critic: the token critic's choice. auto: the critic when the "
+    "model has one.")})}
 
 
 class PhenakiLoader:
@@ -107,6 +112,7 @@ class PhenakiSampleScene:
             "optional": {
                 "prime": (TOKENS, {"tooltip": "Tokens to continue from (Sample Scene or Encode Video)."}),
                 "prime_frames": _int(5, 0, 1025, PRIME_TIP),
+                **REMASK,
             },
         }
 
@@ -116,8 +122,8 @@ class PhenakiSampleScene:
     CATEGORY = CATEGORY
 
     def sample(self, model, cond, frames, steps, cond_scale, temperature, critic_noise, seed, prime=None,
-               prime_frames=5):
-        sampler = glue.sampler_config(steps, cond_scale, temperature, critic_noise)
+               prime_frames=5, remask=None):
+        sampler = glue.sampler_config(steps, cond_scale, temperature, critic_noise, remask)
         return (glue.sample_scene(model, cond, frames, sampler, seed, prime, prime_frames),)
 
 
@@ -142,6 +148,7 @@ class PhenakiChainScenes:
             "optional": {
                 "negative_prompt": ("STRING", {"multiline": True, "default": ""}),
                 "prime": (TOKENS, {"tooltip": "Start the first scene from the end of this clip."}),
+                **REMASK,
             },
         }
 
@@ -153,8 +160,8 @@ class PhenakiChainScenes:
     CATEGORY = CATEGORY
 
     def chain(self, model, prompts, frames_per_scene, prime_frames, steps, cond_scale, temperature, critic_noise,
-              seed, negative_prompt="", prime=None):
-        sampler = glue.sampler_config(steps, cond_scale, temperature, critic_noise)
+              seed, negative_prompt="", prime=None, remask=None):
+        sampler = glue.sampler_config(steps, cond_scale, temperature, critic_noise, remask)
         story = glue.chain_scenes(model, prompts, frames_per_scene, prime_frames, sampler, seed, negative_prompt,
                                   prime)
         return glue.video_to_images(story.video), float(story.fps), ",".join(map(str, story.boundaries))

@@ -22,7 +22,11 @@ from typing import Optional, Sequence
 
 from .errors import InputError, PhenakiError
 
-REMASK_CHOICES = ("auto", "confidence", "critic")  # sampling.REMASK_MODES, spelled out to keep torch out of --help
+# sampling.REMASK_MODES and SamplerConfig().remask, spelled out to keep torch out of --help
+REMASK_CHOICES = ("auto", "confidence", "critic")
+DEFAULT_REMASK = "confidence"
+REMASK_HELP = ("which tokens to resample each step: confidence (the model's least sure; default), critic (the "
+               "token critic's choice) or auto (the critic when the model has one)")
 
 logger = logging.getLogger("phenaki_core.cli")
 
@@ -62,7 +66,7 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_positive_int, default=18, help="sampling steps per scene (default 18)")
     parser.add_argument("--cond-scale", type=_finite_float, default=3.0, help="classifier-free guidance scale")
     parser.add_argument("--temperature", type=_finite_float, default=0.9, help="starting token temperature")
-    parser.add_argument("--remask", choices=REMASK_CHOICES, default="auto")
+    parser.add_argument("--remask", choices=REMASK_CHOICES, default=DEFAULT_REMASK, help=REMASK_HELP)
     parser.add_argument("--negative", default=None, help="negative prompt for guidance")
     parser.add_argument("--checkpoint", default=None, help="model bundle (.safetensors); default: the bundled model")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -415,8 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=_positive_int, default=2)
     ev.add_argument("--steps", type=_positive_int, default=18)
     ev.add_argument("--cond-scale", type=_finite_float, default=3.0)
-    ev.add_argument("--remask", choices=REMASK_CHOICES, default="auto",
-                    help="which tokens to resample each step (auto: the critic when the model has one)")
+    ev.add_argument("--remask", choices=REMASK_CHOICES, default=DEFAULT_REMASK, help=REMASK_HELP)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")

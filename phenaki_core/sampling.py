@@ -37,7 +37,10 @@ class SamplerConfig:
     steps: int = 18
     cond_scale: float = 3.0
     temperature: float = 0.9  # starting token temperature, annealed linearly to 0
-    remask: str = "auto"  # auto: critic when the model has one, else confidence
+    # confidence: re-mask the least sure tokens (MaskGIT). critic: the token critic's choice; auto: the
+    # critic when the model has one. Confidence is the default: on the bundled model the critic keeps
+    # re-masking the first frame's tokens until the last step, which then often fills it as background.
+    remask: str = "confidence"
     choice_temperature: float = 4.5  # Gumbel noise on confidence scores (MaskGIT), annealed to 0
     critic_noise_schedule: str = "decay"
     noise_k: float = 1.0  # critic score noise amplitude (Token-Critic, sec. 3.2)

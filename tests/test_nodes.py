@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from phenaki_core import MINILM_SPEC, save_bundle
+from phenaki_core import MINILM_SPEC, SamplerConfig, save_bundle
+from phenaki_core.sampling import REMASK_MODES
 
 from helpers import PACK, ROOT, build_tiny, load_pack, save_tiny_bundle
 
@@ -367,3 +368,20 @@ def test_chain_scenes_refuses_bad_inputs_before_loading(model, monkeypatch, prom
 def test_sampler_settings_are_validated(model, cond):
     with pytest.raises(ValueError, match="cond_scale"):
         nodes["PhenakiSampleScene"]().sample(model, cond, 9, STEPS, float("nan"), 0.9, 1.0, 0)
+
+
+def test_sampling_nodes_offer_every_remask_mode_defaulting_to_the_samplers(model, cond, monkeypatch):
+    seen = []
+    real = glue.sample_scene
+    monkeypatch.setattr(glue, "sample_scene", lambda m, c, f, sampler, *a: seen.append(sampler.remask) or real(
+        m, c, f, sampler, *a))
+    for name in ("PhenakiSampleScene", "PhenakiChainScenes"):
+        spec = nodes[name].INPUT_TYPES()["optional"]["remask"]
+        assert tuple(spec[0]) == REMASK_MODES and spec[1]["default"] == SamplerConfig().remask
+    node = nodes["PhenakiSampleScene"]()
+    old_graph = node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0)[0]  # saved before remask existed
+    critic = node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0, remask="critic")[0]
+    assert seen == [SamplerConfig().remask, "critic"]
+    assert not torch.equal(old_graph.ids, critic.ids)
+    with pytest.raises(ValueError, match="remask"):
+        node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0, remask="random")

@@ -161,7 +161,7 @@ def _diversity(pipe, sampler, seeds: int = 6) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(checkpoint: Optional[str] = None, *, seeds: int = 2, device: str = "auto",
-                        dtype: str = "auto", steps: int = 18, cond_scale: float = 3.0, remask: str = "auto",
+                        dtype: str = "auto", steps: int = 18, cond_scale: float = 3.0, remask: str = "confidence",
                         quick: bool = False, tokenizer_only: bool = False) -> dict[str, Any]:
     """The report (see the module docstring). ``tokenizer_only`` measures stage 1 alone (seconds)."""
     started = time.time()
