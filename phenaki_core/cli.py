@@ -248,7 +248,7 @@ def cmd_train(args) -> int:
                           dataset=dataset, collate_fn=collate_fn, dist=ctx)
         if args.shards:
             dataset.index.check_model(trainer.model, encoder.spec if encoder is not None else None)
-        result = trainer.run(max_minutes=args.max_minutes)
+        result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at)
     finally:
         if ctx is not None:
             shutdown_distributed()
@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto")
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")
+    train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
+                       help="checkpoint and stop at this step; the schedule still runs to --steps (resume to go on)")
     train.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a state")
     train.set_defaults(func=cmd_train)
 

@@ -279,6 +279,7 @@ TRAIN_CASES = [
     ([*TRAIN, "--ema-decay", "2"], "ema_decay must be .* at most 1.0"),
     ([*TRAIN, "--threads", "0"], "--threads: must be at least 1"),
     ([*TRAIN, "--max-minutes", "nan"], "--max-minutes: must be a finite number"),
+    ([*TRAIN, "--stop-at", "0"], "--stop-at: must be at least 1, got 0"),
     ([*TRAIN, "--precision", "fp8"], "--precision: invalid choice"),
     ([*TRAIN, "--device", "tpu"], "unknown device 'tpu'"),
     ([*TRAIN, "--init-from", "{noise}"], "not a readable safetensors file"),

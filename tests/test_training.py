@@ -188,3 +188,23 @@ def test_resume_drops_metrics_logged_after_the_last_checkpoint(tmp_path):
     Trainer(tmp_path, preset("tiny-shapes"), cfg.replace(steps=3), progress=False).run()
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_stop_at_checkpoints_mid_schedule_and_a_resumed_run_goes_on_exactly(tmp_path):
+    from phenaki_core import ConfigError, preset
+    from phenaki_core.checkpoint import load_bundle
+    from phenaki_core.training import TrainConfig, Trainer
+    cfg = TrainConfig(stage="tokenizer", steps=4, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=100,
+                      preview_every=1000)
+    whole = Trainer(tmp_path / "whole", preset("tiny-shapes"), cfg, progress=False).run()
+    stopped = Trainer(tmp_path / "split", preset("tiny-shapes"), cfg, progress=False).run(stop_at=2)
+    assert stopped.step == 2
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    whole_lrs = [json.loads(line)["lr"] for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == whole_lrs[:2], "stopping early must not shorten the schedule"
+    resumed = Trainer(tmp_path / "split", preset("tiny-shapes"), cfg, progress=False).run()
+    assert resumed.step == whole.step == 4
+    a, b = load_bundle(whole.bundle).model.state_dict(), load_bundle(resumed.bundle).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="stop_at"):
+        Trainer(tmp_path / "bad", preset("tiny-shapes"), cfg, progress=False).run(stop_at=0)

@@ -355,9 +355,13 @@ class Trainer:
         return total_loss, total_metrics
 
     def run(self, max_minutes: Optional[float] = None,
-            on_step: Optional[Callable[[int, float], None]] = None) -> TrainResult:
+            on_step: Optional[Callable[[int, float], None]] = None, stop_at: Optional[int] = None) -> TrainResult:
+        """Train to ``config.steps``, or checkpoint and stop early: after ``max_minutes``, or at step
+        ``stop_at`` (the schedule still runs to ``config.steps``: a resumed run goes on exactly)."""
         cfg = self.train_config
         total = cfg.steps
+        if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 1):
+            raise ConfigError(f"stop_at must be a positive step number, got {stop_at!r}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         wall_before = 0.0
         if (self.run_dir / STATE_FILE).is_file():
@@ -379,7 +383,7 @@ class Trainer:
             metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
         try:
             batches = iter(self._loader(total))
-            while self.step < total:
+            while self.step < min(total, stop_at or total):
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(self.step, cfg)
                 loss_value, metrics = self._train_step(batches)
@@ -410,7 +414,8 @@ class Trainer:
                 if self.dist.enabled:  # every rank stops at the same step
                     flag = torch.tensor(float(out_of_time), device=self.device)
                     out_of_time = bool(mean_across(flag, self.dist) > 0)
-                if self.step % cfg.checkpoint_every == 0 or self.step == total or out_of_time:
+                stopping = out_of_time or self.step == stop_at
+                if self.step % cfg.checkpoint_every == 0 or self.step == total or stopping:
                     self.save(wall_before + time.time() - start)
                 if (self.step % cfg.preview_every == 0 or self.step == total) and self.dist.is_main:
                     self.preview()
@@ -420,6 +425,7 @@ class Trainer:
                 if out_of_time:
                     logger.info("stopping after %.1f minutes at step %d (resume to continue)", max_minutes,
                                 self.step)
+                if stopping:
                     break
         finally:
             if metrics_file is not None:
