@@ -28,6 +28,8 @@ args = [line.strip() for line in node["prompts"].splitlines() if line.strip()]
 args += ["--seed", node["seed"], "--frames", node["frames_per_scene"], "--prime-frames", node["prime_frames"],
          "--steps", node["steps"], "--cond-scale", node["cond_scale"], "--temperature", node["temperature"]]
 assert node.get("critic_noise", 1.0) == 1.0, "phenaki generate samples with critic noise 1.0 only"
+if "remask" in node:  # absent in graphs saved before it existed: the default, as in the node
+    args += ["--remask", node["remask"]]
 if node.get("negative_prompt", "").strip():
     args += ["--negative", node["negative_prompt"]]
 sys.stdout.write("\0".join(map(str, args)))
