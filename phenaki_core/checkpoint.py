@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import torch
 import safetensors
-from safetensors import safe_open
+import safetensors.torch
 from safetensors.torch import save_file
 
 from .config import PhenakiConfig
@@ -34,6 +34,7 @@ from .phenaki import Phenaki
 from .text import TextEncoderSpec
 
 SafetensorError = getattr(safetensors, "SafetensorError", Exception)
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
 FORMAT = "phenaki-bundle"
 FORMAT_VERSION = "1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
@@ -143,14 +144,39 @@ def _resolve(path: str | os.PathLike) -> Path:
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> tuple[PhenakiConfig, TextEncoderSpec, dict[str, Any]]:
-    """Parse and validate a bundle's header without reading its tensors."""
-    path = _resolve(path)
+def _header_metadata(head: bytes, name: str) -> dict[str, Any]:
+    """The ``__metadata__`` of a safetensors header: 8 bytes of little-endian length, then JSON."""
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{name} is not a readable safetensors file (truncated or corrupt?): {why}")
+
+    if len(head) < 8:
+        raise corrupt("shorter than a safetensors header")
+    length = int.from_bytes(head[:8], "little")
+    if len(head) < 8 + length:
+        raise corrupt(f"its header claims {length} bytes, the file is shorter")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path.name} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+        header = json.loads(head[8:8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise corrupt(f"its header is not JSON ({exc})") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or not isinstance(metadata or {}, dict):
+        raise corrupt("its header is not a safetensors header")
+    return metadata or {}
+
+
+def _read_header(path: Path) -> bytes:
+    """Just the header, through one open file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) == 8:
+                head += handle.read(min(int.from_bytes(head, "little"), MAX_HEADER_BYTES))
+    except OSError as exc:
+        raise CheckpointError(f"could not read {path.name}: {exc}") from None
+    return head
+
+
+def _parse_metadata(metadata: dict[str, Any], path: Path) -> tuple[PhenakiConfig, TextEncoderSpec, dict[str, Any]]:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path.name} is a safetensors file but not a Phenaki bundle (no format={FORMAT!r} "
                               f"in its metadata); convert phenaki-pytorch weights with `phenaki convert`")
@@ -166,7 +192,7 @@ def read_metadata(path: str | os.PathLike) -> tuple[PhenakiConfig, TextEncoderSp
         extra = json.loads(metadata.get("extra", "{}"))
     except (ConfigError, TextEncoderError) as exc:
         raise CheckpointError(f"{path.name} has an invalid config: {exc}") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, TypeError) as exc:
         raise CheckpointError(f"{path.name} has metadata that is not valid JSON: {exc}") from None
     if not isinstance(extra, dict):
         raise CheckpointError(f"{path.name}: the 'extra' metadata must be a JSON object")
@@ -176,17 +202,32 @@ def read_metadata(path: str | os.PathLike) -> tuple[PhenakiConfig, TextEncoderSp
     return config, text_encoder, extra
 
 
+def read_metadata(path: str | os.PathLike) -> tuple[PhenakiConfig, TextEncoderSpec, dict[str, Any]]:
+    """Parse and validate a bundle's header without reading its tensors."""
+    path = _resolve(path)
+    return _parse_metadata(_header_metadata(_read_header(path), path.name), path)
+
+
 def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu",
                 dtype: Optional[torch.dtype | str] = None,
                 expected_text_encoder: Optional[TextEncoderSpec] = None,
                 expected_config: Optional[PhenakiConfig] = None) -> Bundle:
-    """Load a bundle strictly. ``dtype`` casts floating weights (fp32 / bf16 / fp16)."""
+    """Load a bundle strictly. ``dtype`` casts floating weights (fp32 / bf16 / fp16).
+
+    The file is read once, header and tensors together: a training run may rename a new bundle
+    over it at any moment, and reading it twice (as ``safe_open`` does) could pair one file's
+    header with the other's tensors.
+    """
     path = _resolve(path)
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise CheckpointError(f"unknown dtype {dtype!r}; choose one of {sorted(_DTYPES)}")
         dtype = _DTYPES[dtype]
-    config, text_encoder, extra = read_metadata(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"could not read {path.name}: {exc}") from None
+    config, text_encoder, extra = _parse_metadata(_header_metadata(data, path.name), path)
     if expected_config is not None and expected_config != config:
         raise CheckpointError(f"{path.name} holds a different architecture than expected; its config is "
                               f"{config.to_json()}")
@@ -194,10 +235,10 @@ def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu",
         raise CheckpointError(f"{path.name} was trained with text encoder {text_encoder.describe()}, but "
                               f"{expected_text_encoder.describe()} is in use; load the matching encoder")
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        state = safetensors.torch.load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"could not read the tensors of {path.name} (truncated or corrupt?): {exc}") from None
+    del data
 
     with torch.device("meta"):
         model = Phenaki(config)

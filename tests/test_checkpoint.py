@@ -198,3 +198,35 @@ def test_written_bundles_are_ordinary_readable_files(tmp_path):
     os.chmod(target, 0o664)
     atomic_write(target, lambda tmp: open(tmp, "wb").write(b"y"))
     assert stat.S_IMODE(target.stat().st_mode) == 0o664 and target.read_bytes() == b"y"
+
+
+def test_a_bundle_replaced_while_it_loads_is_read_whole_from_one_file(tmp_path):
+    """A training run renames a new bundle over the old one at any moment; a reader must get one
+    file or the other, never one file's header with the other's tensors (their headers differ in
+    length, so mixing them shifts every tensor)."""
+    import threading
+    versions = []
+    for seed, note in ((0, ""), (1, "x" * 999)):
+        path = save_bundle(tmp_path / f"v{seed}.safetensors", build_tiny(seed), TINY_TEXT, extra={"note": note})
+        versions.append((path.read_bytes(), build_tiny(seed).state_dict()))
+    target = tmp_path / "live.safetensors"
+    target.write_bytes(versions[0][0])
+    stop = threading.Event()
+
+    def trainer():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            tmp = tmp_path / f"tmp{i % 2}.safetensors"
+            tmp.write_bytes(versions[i % 2][0])
+            os.replace(tmp, target)
+
+    writer = threading.Thread(target=trainer)
+    writer.start()
+    try:
+        for _ in range(60):
+            state = load_bundle(target).model.state_dict()
+            assert any(all(torch.equal(state[k], ref[k]) for k in ref) for _, ref in versions), "a mixed read"
+    finally:
+        stop.set()
+        writer.join()
