@@ -101,12 +101,14 @@ class DepthwiseConv3d(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, padded, weight, bias):
         ctx.save_for_backward(padded, weight)
         ctx.has_bias = bias is not None
         return F.conv3d(padded, weight, bias, groups=weight.shape[0])
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")  # under CPU autocast, as the forward ran (bf16 training)
     def backward(ctx, grad):
         padded, weight = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad

@@ -1,5 +1,6 @@
 """The whole pipeline at a tiny config: stage 1, stage 2, exact resume, then generation via the CLI."""
 
+import math
 import json
 
 import pytest
@@ -227,3 +228,14 @@ def test_eval_tokenizer_only_measures_stage_1(stage1, tmp_path, monkeypatch):
     report = json.loads(out.read_text())
     assert set(report) >= {"tokenizer_psnr_db", "tokenizer_readback", "targets_met"} and "canonical" not in report
     assert report["tokenizer_readback"]["n"] == 16
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "transformer"])
+def test_both_stages_train_under_bf16_autocast(stage, stage1, encoder, tmp_path):
+    """--precision bf16 (what `auto` picks on CUDA): every op must accept the autocast dtypes."""
+    cfg = TrainConfig(stage=stage, steps=2, checkpoint_every=2, precision="bf16", **FAST)
+    extra = dict(tokenizer_from=stage1.bundle, text_encoder=encoder) if stage == "transformer" else {}
+    result = Trainer(tmp_path, preset("tiny-shapes"), cfg, progress=False, **extra).run()
+    assert result.step == 2 and math.isfinite(result.last_loss)
+    model = load_bundle(result.bundle).model
+    assert all(torch.isfinite(p).all() for p in model.parameters())
