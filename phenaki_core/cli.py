@@ -223,7 +223,7 @@ def cmd_train(args) -> int:
         "data_seed": args.data_seed, "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
         "num_workers": args.num_workers, "precision": args.precision, "entropy_weight": args.entropy_weight,
         "commit_weight": args.commit_weight, "foreground_weight": args.foreground_weight,
-        "halo_weight": args.halo_weight, "log_every": args.log_every,
+        "halo_weight": args.halo_weight, "log_every": args.log_every, "text_token_drop": args.text_token_drop,
         "decoder_only": args.decoder_only or None}.items() if v is not None}
     train_config = TrainConfig(**overrides)
     device = resolve_device(args.device)
@@ -396,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--log-every", type=_positive_int, help="steps between metrics.jsonl lines")
     train.add_argument("--device", default="auto")
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    train.add_argument("--text-token-drop", type=_finite_float,
+                       help="stage 2: hide each caption token but the first with this probability (0 to 1)")
     train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")
     train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                        help="checkpoint and stop at this step; the schedule still runs to --steps (resume to go on)")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from phenaki_core import PhenakiPipeline, load_bundle, load_minilm, preset
+from phenaki_core import ConfigError, PhenakiPipeline, load_bundle, load_minilm, preset
 from phenaki_core.cli import main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, TrainConfig, Trainer, load_train_state
 
@@ -239,3 +239,26 @@ def test_both_stages_train_under_bf16_autocast(stage, stage1, encoder, tmp_path)
     assert result.step == 2 and math.isfinite(result.last_loss)
     model = load_bundle(result.bundle).model
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_text_token_drop_hides_caption_tokens_but_the_first(stage1, encoder, tmp_path):
+    seen = {}
+    for p in (0.0, 0.5):
+        cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, text_token_drop=p, **FAST)
+        trainer = Trainer(tmp_path / str(p), preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
+                          text_encoder=encoder, progress=False)
+        forward = trainer.trained
+
+        def recording(*args, text=None, **kwargs):
+            seen[p] = text.mask.clone()
+            return forward(*args, text=text, **kwargs)
+
+        trainer.trained = recording
+        trainer.run()
+    full, dropped = seen[0.0], seen[0.5]
+    assert full.shape == dropped.shape and bool(dropped[:, 0].all())
+    assert bool((dropped <= full).all()) and 0 < int(dropped.sum()) < int(full.sum())
+    with pytest.raises(ConfigError, match="stage 2 only"):
+        TrainConfig(stage="tokenizer", text_token_drop=0.1)
+    with pytest.raises(ConfigError, match="below 1"):
+        TrainConfig(stage="transformer", text_token_drop=1.0)

@@ -40,6 +40,9 @@ class TrainConfig:
     foreground_weight: float = 0.0  # extra weight of foreground pixels in the reconstruction loss
     halo_weight: float = 0.0  # extra weight of background pixels the reconstruction draws as foreground
     decoder_only: bool = False  # stage 1: train only the decoder; token ids (and a transformer on them) stay valid
+    # stage 2: hide each caption token but the first from the model with this probability, so it
+    # cannot lean on one word (the first token, [CLS] for BERT-style encoders, always stays)
+    text_token_drop: float = 0.0
     # data order (datasets other than the procedural Shapes World are shuffled per epoch)
     data_seed: int = 0
     # Shapes World data
@@ -60,12 +63,17 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight", "foreground_weight",
                      "halo_weight"):
             _non_negative_float(name, getattr(self, name))
-        for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob"):
+        for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob",
+                     "text_token_drop"):
             _non_negative_float(name, getattr(self, name), upper=1.0)
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
         if not isinstance(self.decoder_only, bool):
             raise ConfigError(f"decoder_only must be True or False, got {self.decoder_only!r}")
+        if self.text_token_drop >= 1.0:
+            raise ConfigError(f"text_token_drop must be below 1, got {self.text_token_drop!r}")
+        if self.text_token_drop and self.stage != "transformer":
+            raise ConfigError("text_token_drop hides caption tokens from the transformer; it applies to stage 2 only")
         if self.decoder_only and self.stage != "tokenizer":
             raise ConfigError("decoder_only fine-tunes the tokenizer's decoder; it applies to the tokenizer stage only")
 

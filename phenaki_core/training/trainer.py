@@ -246,6 +246,10 @@ class Trainer:
                 self.model.cvivit.eval()
                 ids = self.model.cvivit.encode_to_ids(batch["video"].to(self.device, non_blocking=True))
             text = self.captions(list(batch["caption"]), self.device) if self.captions is not None else None
+        if text is not None and cfg.text_token_drop > 0:
+            keep = torch.rand(text.mask.shape, generator=generator, device=self.device) >= cfg.text_token_drop
+            keep[:, 0] = True
+            text = TextCondition(text.embeds, text.mask & keep)
         out = self.trained(ids, text=text, video_frame_mask=frame_mask, generator=generator)
         metrics = {"gen": out.generator_loss.item()}
         if out.critic_loss is not None:
