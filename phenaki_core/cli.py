@@ -224,6 +224,7 @@ def cmd_train(args) -> int:
         "num_workers": args.num_workers, "precision": args.precision, "entropy_weight": args.entropy_weight,
         "commit_weight": args.commit_weight, "foreground_weight": args.foreground_weight,
         "halo_weight": args.halo_weight, "log_every": args.log_every, "text_token_drop": args.text_token_drop,
+        "pooled_text_token": args.pooled_text_token, "text_pooled_only": args.text_pooled_only,
         "decoder_only": args.decoder_only or None}.items() if v is not None}
     train_config = TrainConfig(**overrides)
     device = resolve_device(args.device)
@@ -247,7 +248,7 @@ def cmd_train(args) -> int:
                           tokenizer_from=args.tokenizer, text_encoder=encoder, resume=not args.no_resume,
                           dataset=dataset, collate_fn=collate_fn, dist=ctx)
         if args.shards:
-            dataset.index.check_model(trainer.model, encoder.spec if encoder is not None else None)
+            dataset.index.check_model(trainer.model, trainer.text_spec if encoder is not None else None)
         result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at)
     finally:
         if ctx is not None:
@@ -398,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     train.add_argument("--text-token-drop", type=_finite_float,
                        help="stage 2: hide each caption token but the first with this probability (0 to 1)")
+    train.add_argument("--pooled-text-token", action="store_true", default=None,
+                       help="stage 2: start the text condition with the prompt's mean-pooled sentence embedding "
+                            "(helps wording the model never saw; kept by warm starts from such a model)")
+    train.add_argument("--text-pooled-only", type=_finite_float, metavar="P",
+                       help="stage 2, with --pooled-text-token: with this probability show a caption only "
+                            "through its pooled token (0 to 1)")
     train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")
     train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                        help="checkpoint and stop at this step; the schedule still runs to --steps (resume to go on)")

@@ -262,3 +262,52 @@ def test_text_token_drop_hides_caption_tokens_but_the_first(stage1, encoder, tmp
         TrainConfig(stage="tokenizer", text_token_drop=0.1)
     with pytest.raises(ConfigError, match="below 1"):
         TrainConfig(stage="transformer", text_token_drop=1.0)
+
+
+def test_pooled_text_token_trains_ships_and_survives_warm_starts(stage1, encoder, tmp_path):
+    """Stage 2 with the pooled sentence token: every caption starts with it, ``text_pooled_only``
+    hides the rest of whole captions, the bundle records it, and warm starts, stage-1 continuations,
+    resumes and the pipeline all keep it."""
+    seen = []
+    cfg = TrainConfig(stage="transformer", steps=2, checkpoint_every=1, pooled_text_token=True,
+                      text_pooled_only=0.999, **FAST)
+    trainer = Trainer(tmp_path / "pooled", preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
+                      text_encoder=encoder, progress=False)
+    forward = trainer.trained
+
+    def recording(*args, text=None, **kwargs):
+        seen.append(text)
+        return forward(*args, text=text, **kwargs)
+
+    trainer.trained = recording
+    result = trainer.run(stop_at=1)
+    text = seen[0]
+    assert bool(text.mask[:, 0].all()) and bool((text.mask.sum(1) == 1).all())  # only the pooled token left
+    assert load_bundle(result.bundle).text_encoder == encoder.with_pooled_token().spec
+    assert not encoder.spec.pooled_token  # the caller's encoder is left as it was
+
+    # resumed without the flag: the run keeps its own settings and text condition
+    resumed = Trainer(tmp_path / "pooled", preset("tiny-shapes"), TrainConfig(stage="transformer", steps=2, **FAST),
+                      text_encoder=encoder, progress=False)
+    assert resumed.step == 1 and resumed.train_config.pooled_text_token and resumed.text_spec.pooled_token
+    resumed.run()
+
+    # warm starts of either stage from a pooled model keep the token the transformer was trained with
+    warm = Trainer(tmp_path / "warm", preset("tiny-shapes"), TrainConfig(stage="transformer", steps=1, **FAST),
+                   init_from=result.bundle, text_encoder=encoder, progress=False)
+    assert warm.train_config.pooled_text_token and warm.text_spec.pooled_token
+    tok = Trainer(tmp_path / "tok", preset("tiny-shapes"), TrainConfig(stage="tokenizer", steps=1, **FAST),
+                  init_from=result.bundle, progress=False).run()
+    assert load_bundle(tok.bundle).text_encoder.pooled_token
+
+    pipe = PhenakiPipeline.from_checkpoint(result.bundle, device="cpu")
+    assert pipe.text_encoder.spec.pooled_token
+    assert pipe.encode_text(["a red circle moving right"]).embeds.shape[1] == 8  # [CLS] 5 words [SEP] + pooled
+    story = pipe.make_video(["a red circle moving right"], num_frames=5)
+    assert story.video.shape == (1, 3, 5, 16, 16)
+    with pytest.raises(ConfigError, match="pooled_text_token"):
+        TrainConfig(stage="transformer", text_pooled_only=0.5)
+    with pytest.raises(ConfigError, match="stage 2 only"):
+        TrainConfig(stage="tokenizer", pooled_text_token=True)
+    with pytest.raises(ConfigError, match="below 1"):
+        TrainConfig(stage="transformer", pooled_text_token=True, text_pooled_only=1.0)

@@ -43,6 +43,11 @@ class TrainConfig:
     # stage 2: hide each caption token but the first from the model with this probability, so it
     # cannot lean on one word (the first token, [CLS] for BERT-style encoders, always stays)
     text_token_drop: float = 0.0
+    # stage 2: start each caption's condition with its mean-pooled sentence embedding (the model's
+    # TextEncoderSpec records it; warm starts from such a model keep it), and with this probability
+    # hide every other token of a caption, so the model learns to read the sentence embedding alone
+    pooled_text_token: bool = False
+    text_pooled_only: float = 0.0
     # data order (datasets other than the procedural Shapes World are shuffled per epoch)
     data_seed: int = 0
     # Shapes World data
@@ -64,7 +69,7 @@ class TrainConfig:
                      "halo_weight"):
             _non_negative_float(name, getattr(self, name))
         for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob",
-                     "text_token_drop"):
+                     "text_token_drop", "text_pooled_only"):
             _non_negative_float(name, getattr(self, name), upper=1.0)
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
@@ -74,6 +79,15 @@ class TrainConfig:
             raise ConfigError(f"text_token_drop must be below 1, got {self.text_token_drop!r}")
         if self.text_token_drop and self.stage != "transformer":
             raise ConfigError("text_token_drop hides caption tokens from the transformer; it applies to stage 2 only")
+        if not isinstance(self.pooled_text_token, bool):
+            raise ConfigError(f"pooled_text_token must be True or False, got {self.pooled_text_token!r}")
+        if self.pooled_text_token and self.stage != "transformer":
+            raise ConfigError("pooled_text_token changes the transformer's text condition; it applies to stage 2 only")
+        if self.text_pooled_only and not self.pooled_text_token:
+            raise ConfigError("text_pooled_only hides all but the pooled sentence token; turn on pooled_text_token "
+                              "(--pooled-text-token) too")
+        if self.text_pooled_only >= 1.0:
+            raise ConfigError(f"text_pooled_only must be below 1, got {self.text_pooled_only!r}")
         if self.decoder_only and self.stage != "tokenizer":
             raise ConfigError("decoder_only fine-tunes the tokenizer's decoder; it applies to the tokenizer stage only")
 

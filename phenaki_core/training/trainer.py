@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import atomic_write, load_bundle, save_bundle
+from ..checkpoint import atomic_write, load_bundle, read_metadata, save_bundle
 from ..config import PhenakiConfig
 from ..data import ShapesWorldConfig, ShapesWorldDataset, evaluation_prompts
 from ..errors import CheckpointError, ConfigError
@@ -113,7 +113,6 @@ class Trainer:
         self.device = torch.device(device)
         self.dist = dist or current_context()
         self.progress = progress and self.dist.is_main
-        self.text_spec = text_spec
         self.history: list[dict[str, Any]] = []
         state_path = self.run_dir / STATE_FILE
         state = load_train_state(state_path) if resume and state_path.is_file() else None
@@ -127,10 +126,16 @@ class Trainer:
                                self.run_dir, ", ".join(RESUME_MAY_CHANGE))
             train_config = saved_train.replace(**free)
             self.history = state.info.get("history", [])
+        self.text_spec = self._resolve_text_spec(state, init_from, text_spec, train_config)
+        if self.text_spec.pooled_token and train_config.stage == "transformer" and not train_config.pooled_text_token:
+            logger.info("%s was trained with the pooled sentence token; stage 2 keeps it", init_from)
+            train_config = train_config.replace(pooled_text_token=True)
         self.config = model_config
         self.train_config = train_config
         if train_config.stage == "transformer" and model_config.maskgit.unconditional is False and text_encoder is None:
             raise ConfigError("stage 2 needs the text encoder (pass text_encoder=load_minilm())")
+        if text_encoder is not None and self.text_spec.pooled_token:
+            text_encoder = text_encoder.with_pooled_token()
         self.micro_batch = micro_batch_size(train_config.batch_size, train_config.grad_accum, self.dist)
 
         with torch.random.fork_rng(devices=[]):  # deterministic init without touching the caller's RNG
@@ -177,6 +182,15 @@ class Trainer:
         self.captions = CaptionCache(text_encoder) if text_encoder is not None else None
 
     # --- setup ------------------------------------------------------------------------------------
+    @staticmethod
+    def _resolve_text_spec(state, init_from, default: TextEncoderSpec, config: TrainConfig) -> TextEncoderSpec:
+        """The text condition this run trains for: the resumed run's, else the warm start's, else
+        ``default``; stage 2's ``pooled_text_token`` adds the pooled token to it."""
+        if state is not None and "text_encoder" in state.info:
+            return TextEncoderSpec.from_dict(state.info["text_encoder"])
+        spec = read_metadata(init_from)[1] if init_from is not None else default
+        return replace(spec, pooled_token=True) if config.pooled_text_token else spec
+
     def _warm_start(self, init_from, tokenizer_from) -> None:
         if init_from is not None:
             bundle = load_bundle(init_from)
@@ -250,6 +264,10 @@ class Trainer:
             keep = torch.rand(text.mask.shape, generator=generator, device=self.device) >= cfg.text_token_drop
             keep[:, 0] = True
             text = TextCondition(text.embeds, text.mask & keep)
+        if text is not None and cfg.text_pooled_only > 0:  # whole captions reduced to their pooled token
+            pooled_only = torch.rand(text.mask.shape[0], generator=generator, device=self.device) < cfg.text_pooled_only
+            keep = ~pooled_only[:, None] | (torch.arange(text.mask.shape[1], device=self.device) == 0)
+            text = TextCondition(text.embeds, text.mask & keep)
         out = self.trained(ids, text=text, video_frame_mask=frame_mask, generator=generator)
         metrics = {"gen": out.generator_loss.item()}
         if out.critic_loss is not None:
@@ -275,7 +293,7 @@ class Trainer:
     def _save(self, wall: float) -> None:
         history = self._history(wall)
         info = {"model_config": self.config.to_dict(), "train_config": self.train_config.to_dict(),
-                "history": self.history, "wall_time_s": wall}
+                "text_encoder": self.text_spec.to_dict(), "history": self.history, "wall_time_s": wall}
         save_train_state(self.run_dir / STATE_FILE, TrainState(
             self.step, self.model.state_dict(), self.ema.state_dict(), self.optimizer.state_dict(), None, info))
         save_bundle(self.run_dir / BUNDLE_FILE, self.ema.module, self.text_spec,
