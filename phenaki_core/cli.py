@@ -274,6 +274,8 @@ def cmd_precompute(args) -> int:
     if not model.config.maskgit.unconditional:
         from .text import load_text_encoder
         encoder = load_text_encoder(bundle.text_encoder, device="cpu")
+        if args.pooled_text_token:
+            encoder = encoder.with_pooled_token()
     index = precompute_shards(dataset, model, encoder, args.out_dir, batch_size=args.batch_size,
                               shard_size=args.shard_size, overwrite=args.overwrite)
     print(f"wrote {index.num_items} items in {len(index.shards)} shards to {args.out_dir}")
@@ -421,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--batch-size", type=_positive_int, default=8)
     pre.add_argument("--shard-size", type=_positive_int, default=1024)
     pre.add_argument("--overwrite", action="store_true", help="replace existing shards in out_dir")
+    pre.add_argument("--pooled-text-token", action="store_true",
+                     help="encode captions with the pooled sentence token first, for `train --pooled-text-token`")
     pre.add_argument("--device", default="auto")
     pre.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     pre.set_defaults(func=cmd_precompute)
