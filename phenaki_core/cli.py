@@ -225,6 +225,7 @@ def cmd_train(args) -> int:
         "commit_weight": args.commit_weight, "foreground_weight": args.foreground_weight,
         "halo_weight": args.halo_weight, "log_every": args.log_every, "text_token_drop": args.text_token_drop,
         "pooled_text_token": args.pooled_text_token, "text_pooled_only": args.text_pooled_only,
+        "text_noise": args.text_noise,
         "decoder_only": args.decoder_only or None}.items() if v is not None}
     train_config = TrainConfig(**overrides)
     device = resolve_device(args.device)
@@ -407,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--text-pooled-only", type=_finite_float, metavar="P",
                        help="stage 2, with --pooled-text-token: with this probability show a caption only "
                             "through its pooled token (0 to 1)")
+    train.add_argument("--text-noise", type=_finite_float, metavar="SIGMA",
+                       help="stage 2: add Gaussian noise of SIGMA times each caption token's RMS to its embedding")
     train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")
     train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                        help="checkpoint and stop at this step; the schedule still runs to --steps (resume to go on)")

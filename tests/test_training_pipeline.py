@@ -311,3 +311,27 @@ def test_pooled_text_token_trains_ships_and_survives_warm_starts(stage1, encoder
         TrainConfig(stage="tokenizer", pooled_text_token=True)
     with pytest.raises(ConfigError, match="below 1"):
         TrainConfig(stage="transformer", pooled_text_token=True, text_pooled_only=1.0)
+
+
+def test_text_noise_perturbs_caption_embeddings_by_their_own_scale(stage1, encoder, tmp_path):
+    seen = {}
+    for sigma in (0.0, 0.5):
+        cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, text_noise=sigma, **FAST)
+        trainer = Trainer(tmp_path / str(sigma), preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
+                          text_encoder=encoder, progress=False)
+        forward = trainer.trained
+
+        def recording(*args, text=None, **kwargs):
+            seen[sigma] = text
+            return forward(*args, text=text, **kwargs)
+
+        trainer.trained = recording
+        trainer.run()
+    clean, noisy = seen[0.0], seen[0.5]
+    assert torch.equal(clean.mask, noisy.mask)
+    real = clean.mask
+    rms = clean.embeds[real].pow(2).mean(-1).sqrt()
+    ratio = (noisy.embeds[real] - clean.embeds[real]).pow(2).mean(-1).sqrt() / rms
+    assert ratio.mean().item() == pytest.approx(0.5, rel=0.1)
+    with pytest.raises(ConfigError, match="stage 2 only"):
+        TrainConfig(stage="tokenizer", text_noise=0.1)

@@ -48,6 +48,9 @@ class TrainConfig:
     # hide every other token of a caption, so the model learns to read the sentence embedding alone
     pooled_text_token: bool = False
     text_pooled_only: float = 0.0
+    # stage 2: add Gaussian noise of this size (relative to each token's RMS) to the caption
+    # embeddings, so the model's reading of them is smooth around the training wording
+    text_noise: float = 0.0
     # data order (datasets other than the procedural Shapes World are shuffled per epoch)
     data_seed: int = 0
     # Shapes World data
@@ -66,7 +69,7 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
         for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight", "foreground_weight",
-                     "halo_weight"):
+                     "halo_weight", "text_noise"):
             _non_negative_float(name, getattr(self, name))
         for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob",
                      "text_token_drop", "text_pooled_only"):
@@ -79,6 +82,8 @@ class TrainConfig:
             raise ConfigError(f"text_token_drop must be below 1, got {self.text_token_drop!r}")
         if self.text_token_drop and self.stage != "transformer":
             raise ConfigError("text_token_drop hides caption tokens from the transformer; it applies to stage 2 only")
+        if self.text_noise and self.stage != "transformer":
+            raise ConfigError("text_noise perturbs the caption embeddings; it applies to stage 2 only")
         if not isinstance(self.pooled_text_token, bool):
             raise ConfigError(f"pooled_text_token must be True or False, got {self.pooled_text_token!r}")
         if self.pooled_text_token and self.stage != "transformer":

@@ -268,6 +268,10 @@ class Trainer:
             pooled_only = torch.rand(text.mask.shape[0], generator=generator, device=self.device) < cfg.text_pooled_only
             keep = ~pooled_only[:, None] | (torch.arange(text.mask.shape[1], device=self.device) == 0)
             text = TextCondition(text.embeds, text.mask & keep)
+        if text is not None and cfg.text_noise > 0:
+            rms = text.embeds.pow(2).mean(-1, keepdim=True).sqrt()  # b l 1
+            noise = torch.randn(text.embeds.shape, generator=generator, device=self.device)
+            text = TextCondition(text.embeds + cfg.text_noise * rms * noise, text.mask)
         out = self.trained(ids, text=text, video_frame_mask=frame_mask, generator=generator)
         metrics = {"gen": out.generator_loss.item()}
         if out.critic_loss is not None:
