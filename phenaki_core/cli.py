@@ -300,25 +300,37 @@ def cmd_export(args) -> int:
 
 # --- eval -------------------------------------------------------------------------------------------
 def cmd_eval(args) -> int:
-    from .checkpoint import atomic_write, read_metadata
+    from .checkpoint import read_metadata
     from .data.shapes_world import MIN_IMAGE_SIZE
     from .evaluation.report import evaluate_checkpoint
     from .pipeline import default_checkpoint
     if args.out:  # before minutes of measuring, not after
         from .video_io import check_output_path
         check_output_path(args.out, kind="file")
-    config, _, _ = read_metadata(args.checkpoint or default_checkpoint())
+    config, text_spec, _ = read_metadata(args.checkpoint or default_checkpoint())
+    if args.text_probe:
+        if args.tokenizer_only:
+            raise InputError("--text-probe and --tokenizer-only measure different things; pass one")
+        from .evaluation.text_probe import text_probe
+        from .text import load_text_encoder
+        report = text_probe(load_text_encoder(text_spec, device="cpu", t5_folder=args.t5_folder))
+        return _write_report(report, args.out)
     if config.cvivit.image_size < MIN_IMAGE_SIZE or config.max_frames < 17:
         raise InputError(f"phenaki eval measures 17-frame Shapes World clips of at least {MIN_IMAGE_SIZE}x"
                          f"{MIN_IMAGE_SIZE}; this checkpoint makes {config.max_frames} frames of "
                          f"{config.cvivit.image_size}x{config.cvivit.image_size}. Use `phenaki generate` with it")
     report = evaluate_checkpoint(args.checkpoint, seeds=args.seeds, device=args.device, dtype=args.dtype,
                                  steps=args.steps, cond_scale=args.cond_scale, remask=args.remask, quick=args.quick,
-                                 tokenizer_only=args.tokenizer_only)
+                                 tokenizer_only=args.tokenizer_only, t5_folder=args.t5_folder)
+    return _write_report(report, args.out)
+
+
+def _write_report(report: dict, out: Optional[str]) -> int:
+    from .checkpoint import atomic_write
     text = json.dumps(report, indent=2)
-    if args.out:
-        atomic_write(Path(args.out), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
-        print(f"wrote {args.out}")
+    if out:
+        atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+        print(f"wrote {out}")
     print(text)
     return 0
 
@@ -443,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")
     ev.add_argument("--tokenizer-only", action="store_true",
                     help="measure only the tokenizer: PSNR and how its reconstructions read (stage-1 runs)")
+    ev.add_argument("--text-probe", action="store_true",
+                    help="measure only the text encoder: how well linear probes fitted on the generator's "
+                         "captions read the held-out wording (a ceiling for the held-out prompts; no video)")
+    ev.add_argument("--t5-folder", help="the local folder of the T5 encoder a T5-conditioned checkpoint needs")
     ev.add_argument("--out", help="write the JSON report here")
     ev.set_defaults(func=cmd_eval)
 

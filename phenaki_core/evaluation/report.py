@@ -162,10 +162,12 @@ def _diversity(pipe, sampler, seeds: int = 6) -> dict[str, Any]:
 
 def evaluate_checkpoint(checkpoint: Optional[str] = None, *, seeds: int = 2, device: str = "auto",
                         dtype: str = "auto", steps: int = 18, cond_scale: float = 3.0, remask: str = "confidence",
-                        quick: bool = False, tokenizer_only: bool = False) -> dict[str, Any]:
+                        quick: bool = False, tokenizer_only: bool = False,
+                        t5_folder: Optional[str] = None) -> dict[str, Any]:
     """The report (see the module docstring). ``tokenizer_only`` measures stage 1 alone (seconds)."""
     started = time.time()
-    pipe = PhenakiPipeline.from_checkpoint(checkpoint, device=device, dtype=dtype, with_text=not tokenizer_only)
+    pipe = PhenakiPipeline.from_checkpoint(checkpoint, device=device, dtype=dtype, with_text=not tokenizer_only,
+                                           t5_folder=t5_folder)
     if tokenizer_only:
         psnr, readback = tokenizer_quality(pipe, 16 if quick else TOKENIZER_CLIPS)
         return {"checkpoint": checkpoint or "bundled", "tokenizer_psnr_db": psnr, "tokenizer_readback": readback,
