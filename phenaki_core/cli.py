@@ -309,19 +309,22 @@ def cmd_eval(args) -> int:
         check_output_path(args.out, kind="file")
     config, text_spec, _ = read_metadata(args.checkpoint or default_checkpoint())
     if args.text_probe:
-        if args.tokenizer_only:
-            raise InputError("--text-probe and --tokenizer-only measure different things; pass one")
+        if args.tokenizer_only or args.prompts_only:
+            raise InputError("--text-probe measures the text encoder alone; drop --tokenizer-only/--prompts-only")
         from .evaluation.text_probe import text_probe
         from .text import load_text_encoder
         report = text_probe(load_text_encoder(text_spec, device="cpu", t5_folder=args.t5_folder))
         return _write_report(report, args.out)
+    if args.tokenizer_only and args.prompts_only:
+        raise InputError("--tokenizer-only and --prompts-only measure different things; pass one")
     if config.cvivit.image_size < MIN_IMAGE_SIZE or config.max_frames < 17:
         raise InputError(f"phenaki eval measures 17-frame Shapes World clips of at least {MIN_IMAGE_SIZE}x"
                          f"{MIN_IMAGE_SIZE}; this checkpoint makes {config.max_frames} frames of "
                          f"{config.cvivit.image_size}x{config.cvivit.image_size}. Use `phenaki generate` with it")
     report = evaluate_checkpoint(args.checkpoint, seeds=args.seeds, device=args.device, dtype=args.dtype,
                                  steps=args.steps, cond_scale=args.cond_scale, remask=args.remask, quick=args.quick,
-                                 tokenizer_only=args.tokenizer_only, t5_folder=args.t5_folder)
+                                 tokenizer_only=args.tokenizer_only, prompts_only=args.prompts_only,
+                                 t5_folder=args.t5_folder)
     return _write_report(report, args.out)
 
 
@@ -455,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")
     ev.add_argument("--tokenizer-only", action="store_true",
                     help="measure only the tokenizer: PSNR and how its reconstructions read (stage-1 runs)")
+    ev.add_argument("--prompts-only", action="store_true",
+                    help="measure only the canonical and held-out prompts (skip the tokenizer, chains and "
+                         "diversity; about 40%% of the time)")
     ev.add_argument("--text-probe", action="store_true",
                     help="measure only the text encoder: how well linear probes fitted on the generator's "
                          "captions read the held-out wording (a ceiling for the held-out prompts; no video)")

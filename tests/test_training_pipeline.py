@@ -191,6 +191,16 @@ def test_eval_quick_writes_a_report_with_every_section(stage2, tmp_path):
     assert report["chains"]["stories"] == 6
 
 
+def test_eval_prompts_only_measures_just_the_prompts(stage2, tmp_path):
+    out = tmp_path / "prompts.json"
+    assert main(["eval", "--checkpoint", str(stage2.bundle), "--quick", "--prompts-only", "--steps", "2",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"canonical", "heldout"} <= set(report) and not {"tokenizer_psnr_db", "chains", "diversity"} & set(report)
+    assert set(report["targets_met"]) == {"colour", "shape", "motion", "all_three", "heldout_all_three"}
+    assert main(["eval", "--checkpoint", str(stage2.bundle), "--prompts-only", "--tokenizer-only"]) == 2
+
+
 def test_tokenizer_readback_of_a_lossless_tokenizer_reads_the_truth():
     """The readback pairs each reconstruction with its own clip's truth: a tokenizer that returns its
     input reads as the clips' own colour, shape and motion (the judge's ceiling), one that draws nothing
