@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from phenaki_core import ConfigError, PhenakiPipeline, load_bundle, load_minilm, preset
+from phenaki_core import (CheckpointError, ConfigError, PhenakiPipeline, TextEncoderSpec, load_bundle, load_minilm,
+                          preset)
 from phenaki_core.cli import main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, TrainConfig, Trainer, load_train_state
 
@@ -251,21 +252,27 @@ def test_both_stages_train_under_bf16_autocast(stage, stage1, encoder, tmp_path)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def conditions_seen(trainer: Trainer) -> list:
+    """Record the text condition of every training step the trainer's loss sees."""
+    seen, forward = [], trainer.trained
+
+    def recording(*args, text=None, **kwargs):
+        seen.append(text)
+        return forward(*args, text=text, **kwargs)
+
+    trainer.trained = recording
+    return seen
+
+
 def test_text_token_drop_hides_caption_tokens_but_the_first(stage1, encoder, tmp_path):
     seen = {}
     for p in (0.0, 0.5):
         cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, text_token_drop=p, **FAST)
         trainer = Trainer(tmp_path / str(p), preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
                           text_encoder=encoder, progress=False)
-        forward = trainer.trained
-
-        def recording(*args, text=None, **kwargs):
-            seen[p] = text.mask.clone()
-            return forward(*args, text=text, **kwargs)
-
-        trainer.trained = recording
+        seen[p] = conditions_seen(trainer)
         trainer.run()
-    full, dropped = seen[0.0], seen[0.5]
+    full, dropped = seen[0.0][0].mask, seen[0.5][0].mask
     assert full.shape == dropped.shape and bool(dropped[:, 0].all())
     assert bool((dropped <= full).all()) and 0 < int(dropped.sum()) < int(full.sum())
     with pytest.raises(ConfigError, match="stage 2 only"):
@@ -278,18 +285,11 @@ def test_pooled_text_token_trains_ships_and_survives_warm_starts(stage1, encoder
     """Stage 2 with the pooled sentence token: every caption starts with it, ``text_pooled_only``
     hides the rest of whole captions, the bundle records it, and warm starts, stage-1 continuations,
     resumes and the pipeline all keep it."""
-    seen = []
     cfg = TrainConfig(stage="transformer", steps=2, checkpoint_every=1, pooled_text_token=True,
                       text_pooled_only=0.999, **FAST)
     trainer = Trainer(tmp_path / "pooled", preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
                       text_encoder=encoder, progress=False)
-    forward = trainer.trained
-
-    def recording(*args, text=None, **kwargs):
-        seen.append(text)
-        return forward(*args, text=text, **kwargs)
-
-    trainer.trained = recording
+    seen = conditions_seen(trainer)
     result = trainer.run(stop_at=1)
     text = seen[0]
     assert bool(text.mask[:, 0].all()) and bool((text.mask.sum(1) == 1).all())  # only the pooled token left
@@ -329,15 +329,9 @@ def test_text_noise_perturbs_caption_embeddings_by_their_own_scale(stage1, encod
         cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, text_noise=sigma, **FAST)
         trainer = Trainer(tmp_path / str(sigma), preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
                           text_encoder=encoder, progress=False)
-        forward = trainer.trained
-
-        def recording(*args, text=None, **kwargs):
-            seen[sigma] = text
-            return forward(*args, text=text, **kwargs)
-
-        trainer.trained = recording
+        seen[sigma] = conditions_seen(trainer)
         trainer.run()
-    clean, noisy = seen[0.0], seen[0.5]
+    clean, noisy = seen[0.0][0], seen[0.5][0]
     assert torch.equal(clean.mask, noisy.mask)
     real = clean.mask
     rms = clean.embeds[real].pow(2).mean(-1).sqrt()
@@ -345,3 +339,12 @@ def test_text_noise_perturbs_caption_embeddings_by_their_own_scale(stage1, encod
     assert ratio.mean().item() == pytest.approx(0.5, rel=0.1)
     with pytest.raises(ConfigError, match="stage 2 only"):
         TrainConfig(stage="tokenizer", text_noise=0.1)
+
+
+def test_a_warm_start_refuses_a_text_encoder_other_than_its_own(stage2, tmp_path):
+    class OtherEncoder:
+        spec = TextEncoderSpec("another-encoder", 384)
+
+    with pytest.raises(CheckpointError, match="another-encoder"):
+        Trainer(tmp_path / "other", preset("tiny-shapes"), TrainConfig(stage="transformer", steps=1, **FAST),
+                init_from=stage2.bundle, text_encoder=OtherEncoder(), progress=False)

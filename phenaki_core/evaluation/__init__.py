@@ -1,4 +1,5 @@
-"""Evaluation: reading generated Shapes World clips back into (colour, shape, motion)."""
+"""Evaluation: reading generated Shapes World clips back into (colour, shape, motion); the eval
+report (``report``); how much unseen wording a text encoder carries (``text_probe``)."""
 
 from .shapes_judge import (ClipReading, FrameStats, chain_continuity, frame_stats, read_clip,
                            read_clips, score_readings)

@@ -106,7 +106,7 @@ class Trainer:
     def __init__(self, run_dir: str | os.PathLike, model_config: PhenakiConfig, train_config: TrainConfig, *,
                  device: str | torch.device = "cpu", init_from: Optional[str | os.PathLike] = None,
                  tokenizer_from: Optional[str | os.PathLike] = None, text_encoder=None,
-                 text_spec: TextEncoderSpec = MINILM_SPEC, resume: bool = True, progress: bool = True,
+                 text_spec: Optional[TextEncoderSpec] = None, resume: bool = True, progress: bool = True,
                  dataset: Optional[Dataset] = None, collate_fn: Optional[Callable] = None,
                  preview_prompts: Optional[list[str]] = None, dist: Optional[DistContext] = None):
         self.run_dir = Path(run_dir)
@@ -126,7 +126,8 @@ class Trainer:
                                self.run_dir, ", ".join(RESUME_MAY_CHANGE))
             train_config = saved_train.replace(**free)
             self.history = state.info.get("history", [])
-        self.text_spec = self._resolve_text_spec(state, init_from, text_spec, train_config)
+        default_spec = text_spec or getattr(text_encoder, "spec", None) or MINILM_SPEC
+        self.text_spec = self._resolve_text_spec(state, init_from, default_spec, train_config)
         if self.text_spec.pooled_token and train_config.stage == "transformer" and not train_config.pooled_text_token:
             logger.info("%s was trained with the pooled sentence token; stage 2 keeps it", init_from)
             train_config = train_config.replace(pooled_text_token=True)
@@ -136,6 +137,10 @@ class Trainer:
             raise ConfigError("stage 2 needs the text encoder (pass text_encoder=load_minilm())")
         if text_encoder is not None and self.text_spec.pooled_token:
             text_encoder = text_encoder.with_pooled_token()
+        encoder_spec = getattr(text_encoder, "spec", None)
+        if encoder_spec is not None and not encoder_spec.matches(self.text_spec):
+            raise CheckpointError(f"this run's model reads text from {self.text_spec.describe()}, but the text "
+                                  f"encoder given is {encoder_spec.describe()}; pass the matching encoder")
         self.micro_batch = micro_batch_size(train_config.batch_size, train_config.grad_accum, self.dist)
 
         with torch.random.fork_rng(devices=[]):  # deterministic init without touching the caller's RNG
