@@ -264,15 +264,18 @@ def conditions_seen(trainer: Trainer) -> list:
     return seen
 
 
+def first_condition(run_dir, stage1, encoder, **settings):
+    """The text condition the loss sees at the first step of a one-step stage-2 run with ``settings``."""
+    cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, **settings, **FAST)
+    trainer = Trainer(run_dir, preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle, text_encoder=encoder,
+                      progress=False)
+    seen = conditions_seen(trainer)
+    trainer.run()
+    return seen[0]
+
+
 def test_text_token_drop_hides_caption_tokens_but_the_first(stage1, encoder, tmp_path):
-    seen = {}
-    for p in (0.0, 0.5):
-        cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, text_token_drop=p, **FAST)
-        trainer = Trainer(tmp_path / str(p), preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
-                          text_encoder=encoder, progress=False)
-        seen[p] = conditions_seen(trainer)
-        trainer.run()
-    full, dropped = seen[0.0][0].mask, seen[0.5][0].mask
+    full, dropped = (first_condition(tmp_path / str(p), stage1, encoder, text_token_drop=p).mask for p in (0.0, 0.5))
     assert full.shape == dropped.shape and bool(dropped[:, 0].all())
     assert bool((dropped <= full).all()) and 0 < int(dropped.sum()) < int(full.sum())
     with pytest.raises(ConfigError, match="stage 2 only"):
@@ -324,14 +327,7 @@ def test_pooled_text_token_trains_ships_and_survives_warm_starts(stage1, encoder
 
 
 def test_text_noise_perturbs_caption_embeddings_by_their_own_scale(stage1, encoder, tmp_path):
-    seen = {}
-    for sigma in (0.0, 0.5):
-        cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, text_noise=sigma, **FAST)
-        trainer = Trainer(tmp_path / str(sigma), preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
-                          text_encoder=encoder, progress=False)
-        seen[sigma] = conditions_seen(trainer)
-        trainer.run()
-    clean, noisy = seen[0.0][0], seen[0.5][0]
+    clean, noisy = (first_condition(tmp_path / str(s), stage1, encoder, text_noise=s) for s in (0.0, 0.5))
     assert torch.equal(clean.mask, noisy.mask)
     real = clean.mask
     rms = clean.embeds[real].pow(2).mean(-1).sqrt()
