@@ -129,7 +129,7 @@ class Trainer:
         default_spec = text_spec or getattr(text_encoder, "spec", None) or MINILM_SPEC
         self.text_spec = self._resolve_text_spec(state, init_from, default_spec, train_config)
         if self.text_spec.pooled_token and train_config.stage == "transformer" and not train_config.pooled_text_token:
-            logger.info("%s was trained with the pooled sentence token; stage 2 keeps it", init_from)
+            logger.info("the model this run continues reads a pooled sentence token; stage 2 keeps it")
             train_config = train_config.replace(pooled_text_token=True)
         self.config = model_config
         self.train_config = train_config
@@ -265,23 +265,30 @@ class Trainer:
                 self.model.cvivit.eval()
                 ids = self.model.cvivit.encode_to_ids(batch["video"].to(self.device, non_blocking=True))
             text = self.captions(list(batch["caption"]), self.device) if self.captions is not None else None
-        if text is not None and cfg.text_token_drop > 0:
-            keep = torch.rand(text.mask.shape, generator=generator, device=self.device) >= cfg.text_token_drop
-            keep[:, 0] = True
-            text = TextCondition(text.embeds, text.mask & keep)
-        if text is not None and cfg.text_pooled_only > 0:  # whole captions reduced to their pooled token
-            pooled_only = torch.rand(text.mask.shape[0], generator=generator, device=self.device) < cfg.text_pooled_only
-            keep = ~pooled_only[:, None] | (torch.arange(text.mask.shape[1], device=self.device) == 0)
-            text = TextCondition(text.embeds, text.mask & keep)
-        if text is not None and cfg.text_noise > 0:
-            rms = text.embeds.pow(2).mean(-1, keepdim=True).sqrt()  # b l 1
-            noise = torch.randn(text.embeds.shape, generator=generator, device=self.device)
-            text = TextCondition(text.embeds + cfg.text_noise * rms * noise, text.mask)
+        if text is not None:
+            text = self._augment_text(text, generator)
         out = self.trained(ids, text=text, video_frame_mask=frame_mask, generator=generator)
         metrics = {"gen": out.generator_loss.item()}
         if out.critic_loss is not None:
             metrics["critic"] = out.critic_loss.item()
         return out.loss, metrics
+
+    def _augment_text(self, text: TextCondition, generator: torch.Generator) -> TextCondition:
+        """Stage 2's caption augmentations, in a fixed order: word dropout, pooled-only captions, noise."""
+        cfg = self.train_config
+        if cfg.text_token_drop > 0:
+            keep = torch.rand(text.mask.shape, generator=generator, device=self.device) >= cfg.text_token_drop
+            keep[:, 0] = True
+            text = TextCondition(text.embeds, text.mask & keep)
+        if cfg.text_pooled_only > 0:  # whole captions reduced to their pooled token
+            pooled_only = torch.rand(text.mask.shape[0], generator=generator, device=self.device) < cfg.text_pooled_only
+            keep = ~pooled_only[:, None] | (torch.arange(text.mask.shape[1], device=self.device) == 0)
+            text = TextCondition(text.embeds, text.mask & keep)
+        if cfg.text_noise > 0:
+            rms = text.embeds.pow(2).mean(-1, keepdim=True).sqrt()  # b l 1
+            noise = torch.randn(text.embeds.shape, generator=generator, device=self.device)
+            text = TextCondition(text.embeds + cfg.text_noise * rms * noise, text.mask)
+        return text
 
     # --- checkpoints and previews -----------------------------------------------------------------
     def _history(self, wall: float) -> list[dict[str, Any]]:
