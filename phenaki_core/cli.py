@@ -250,13 +250,36 @@ def cmd_train(args) -> int:
                           dataset=dataset, collate_fn=collate_fn, dist=ctx)
         if args.shards:
             dataset.index.check_model(trainer.model, trainer.text_spec if encoder is not None else None)
-        result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at)
+        result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at, on_step=_test_hold())
     finally:
         if ctx is not None:
             shutdown_distributed()
     if ctx is None or ctx.is_main:
         print(f"step {result.step}: loss {result.last_loss:.4f}; bundle at {result.bundle}")
     return 0
+
+
+# For tests only: the crash-resume test kills training mid-run by construction, not by timing.
+TEST_HOLD_ENV = "PHENAKI_TEST_HOLD_AT_STEP"
+
+
+def _test_hold():
+    """With ``PHENAKI_TEST_HOLD_AT_STEP=N`` set, the run computes step N and then waits, unsaved, until
+    it is killed, so a test can kill it at a random moment without it ever reaching its last step.
+    Not a user option: nothing else reads the variable."""
+    import os
+
+    value = os.environ.get(TEST_HOLD_ENV)
+    if not value:
+        return None
+    hold = int(value)
+
+    def on_step(step: int, loss: float) -> None:
+        if step == hold:
+            logger.warning("%s=%d: holding until killed", TEST_HOLD_ENV, hold)
+            while True:
+                time.sleep(60)
+    return on_step
 
 
 def cmd_precompute(args) -> int:

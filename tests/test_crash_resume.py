@@ -3,6 +3,11 @@ loads after every kill, and resuming ends bit-exactly where an uninterrupted run
 seed): the same final loss in metrics.jsonl, the same weights, EMA, optimizer and RNG state, and
 the same bundle tensors.
 
+The kills land mid-run by construction, on a fast machine as on a slow one: each killed run is
+started with ``PHENAKI_TEST_HOLD_AT_STEP`` (a test-only switch of the CLI), so it cannot get past a
+step chosen before the end, and the kill falls at a random moment between its first new checkpoint
+and that hold.
+
 Stage 1 (tokenizer) only: stage 2 needs the MiniLM text encoder in every process, which would
 double the cost of this test; its exact resume is covered in-process by test_training_pipeline.
 """
@@ -24,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 
 from phenaki_core import load_bundle
-from phenaki_core.cli import main
+from phenaki_core.cli import TEST_HOLD_ENV, main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, load_train_state
 
 from helpers import ROOT
@@ -71,12 +76,14 @@ def final_record(run_dir: Path) -> dict:
 
 def test_sigkilled_training_resumes_bit_exactly(tmp_path):
     crashed = tmp_path / "crashed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rng = random.Random(20240611)
     last = 0
     kills = []
     for attempt in range(KILLS):
+        hold = last + rng.randint(2, 5)  # the run computes this step, then waits unsaved: it cannot finish
+        assert hold < STEPS
+        env = {**os.environ, "OMP_NUM_THREADS": "1", TEST_HOLD_ENV: str(hold),
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         with open(tmp_path / f"log{attempt}.txt", "w") as log:
             proc = subprocess.Popen([sys.executable, "-m", "phenaki_core.cli", *train_argv(crashed)], env=env,
                                     stdout=log, stderr=subprocess.STDOUT)
@@ -92,9 +99,9 @@ def test_sigkilled_training_resumes_bit_exactly(tmp_path):
             finally:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed; raise STEPS"
+        assert proc.returncode == -signal.SIGKILL
         state = load_train_state(crashed / STATE_FILE)  # the latest checkpoint is whole and loads
-        assert last < state.step < STEPS
+        assert last < state.step < hold
         assert {f"module.{k}" for k in state.model} <= set(state.ema) and state.optimizer["state"]
         if (crashed / BUNDLE_FILE).exists():  # written right after the state; a kill can fall in between
             bundle = load_bundle(crashed / BUNDLE_FILE)

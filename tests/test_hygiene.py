@@ -14,7 +14,6 @@ import gc
 import os
 import socket
 import sys
-import time
 import weakref
 from pathlib import Path
 
@@ -204,7 +203,7 @@ def test_hundreds_of_generations_keep_memory_flat(loaded):
     for index in range(40):  # warm up: allocator pools, lazily built caches
         one(index)
     gc.collect()
-    start, began = rss_mib(), time.monotonic()
+    start = rss_mib()
     readings = []
     for index in range(260):
         one(index)
@@ -213,7 +212,6 @@ def test_hundreds_of_generations_keep_memory_flat(loaded):
             readings.append(rss_mib())
     growth = readings[-1] - start
     assert growth < 16, f"resident memory grew by {growth:.1f} MiB over 260 generations: {readings}"
-    assert time.monotonic() - began < 60
 
 
 # --- no network ------------------------------------------------------------------------------------
