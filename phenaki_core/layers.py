@@ -10,7 +10,7 @@ pre-norm attention with L2-normalised queries and keys times learned per-dimensi
 fixed scale of 8, learned null key/values for cross-attention, GEGLU feed-forward, a depthwise
 3D convolution as position generator (PEG), and an MLP continuous position bias. Two deliberate
 differences: the PEG permutes axes properly (the reference's ``reshape`` broke causality), and
-attention runs through ``scaled_dot_product_attention``.
+attention runs through ``kernels.attention`` (SDPA, or FlexAttention on CUDA).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from .kernels import RelativeBias, attention, depthwise_conv3d
 
 # Layouts a Transformer can receive its tokens in. PEG needs to see them as a video.
 LAYOUT_VIDEO = "b (t y x) d"  # MaskGit / critic: one sequence per clip
@@ -84,49 +86,8 @@ class PEG(nn.Module):
         v = rearrange(x, f"{layout} -> b d t y x", b=b, t=t, y=y, x=x_)
         time_pad = (2, 0) if self.causal else (1, 1)
         v = F.pad(v, (1, 1, 1, 1, *time_pad))
-        if torch.is_grad_enabled() and v.device.type == "cpu":
-            v = DepthwiseConv3d.apply(v, self.dsconv.weight, self.dsconv.bias)
-        else:
-            v = self.dsconv(v)
+        v = depthwise_conv3d(v, self.dsconv)
         return rearrange(v, f"b d t y x -> {layout}")
-
-
-class DepthwiseConv3d(torch.autograd.Function):
-    """The PEG's 3x3x3 depthwise convolution of a padded input, with a faster CPU backward.
-
-    The CPU's depthwise ``convolution_backward`` is about 10x slower than the forward. Here the
-    input gradient is the forward convolution of the fully padded output gradient with the
-    flipped kernel, and each of the 27 weight gradients is one multiply-and-sum over the
-    channels-last tensors. padded (b, c, t+2, y+2, x+2), weight (c, 1, 3, 3, 3), bias (c) or None.
-    """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu")
-    def forward(ctx, padded, weight, bias):
-        ctx.save_for_backward(padded, weight)
-        ctx.has_bias = bias is not None
-        return F.conv3d(padded, weight, bias, groups=weight.shape[0])
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")  # under CPU autocast, as the forward ran (bf16 training)
-    def backward(ctx, grad):
-        padded, weight = ctx.saved_tensors
-        need_input, need_weight, need_bias = ctx.needs_input_grad
-        grad_input = grad_weight = grad_bias = None
-        # channels-last copies (no-ops for the MaskGit layout): dense, vectorizable taps
-        grad = grad.contiguous(memory_format=torch.channels_last_3d)
-        if need_input:
-            grad_input = F.conv3d(F.pad(grad, (2, 2, 2, 2, 2, 2)), weight.flip(2, 3, 4), groups=weight.shape[0])
-        if need_weight:
-            t, y, x = grad.shape[2:]
-            g = grad.permute(0, 2, 3, 4, 1)  # b t y x c, contiguous
-            p = padded.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1)
-            taps = [(g * p[:, dt:dt + t, dy:dy + y, dx:dx + x]).sum((0, 1, 2, 3))
-                    for dt in range(3) for dy in range(3) for dx in range(3)]
-            grad_weight = torch.stack(taps, dim=1).view_as(weight).to(weight.dtype)
-        if need_bias and ctx.has_bias:
-            grad_bias = grad.sum((0, 2, 3, 4))
-        return grad_input, grad_weight, grad_bias
 
 
 def alibi_slopes(heads: int) -> list[float]:
@@ -150,83 +111,6 @@ def causal_alibi_bias(heads: int, length: int, device: torch.device, dtype: torc
     bias = -dist[None] * slopes[:, None, None]  # h i j
     future = torch.ones(length, length, device=device, dtype=torch.bool).triu(1)
     return bias.masked_fill(future, float("-inf"))
-
-
-USE_BIASED_ATTENTION = True  # False: trainable biases go through plain SDPA (the math path on the CPU)
-BIASED_ATTENTION_BLOCK = 1 << 21  # (b, h, i, j) elements recomputed at once in BiasedAttention.backward
-
-
-class BiasedAttention(torch.autograd.Function):
-    """SDPA with a trainable additive bias: fused forward, exact row-by-row backward (CPU training).
-
-    ``scaled_dot_product_attention`` on the CPU has no fused kernel that returns the gradient of a
-    float ``attn_mask``: with a bias that requires grad it falls back to the unfused math path
-    (every (b, h, i, j) intermediate stored for backward, several times slower). This function
-    runs the fused kernel on the detached bias and computes the gradients itself, recomputing the
-    probabilities a block of batch rows at a time (the flash-attention backward at row
-    granularity: one row for long sequences, so only an (h, i, j) block is ever live):
-
-        P  = softmax(q k^T * scale + bias [+ key mask])      dV = P^T dO
-        dP = dO V^T      dS = P * (dP - rowsum(dO * O))      dQ = dS K * scale
-        dK = dS^T Q * scale                                  dBias = sum_b dS
-
-    Shapes: q (b, h, i, d), k/v (b, h, j, d), bias (h, i, j), key_keep (b, j) bool or None
-    (True = attend). No dropout, no causal mask (callers use the plain path for those).
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, key_keep, scale):
-        mask = bias.detach().unsqueeze(0)  # 1 h i j
-        if key_keep is not None:
-            mask = mask.masked_fill(~key_keep[:, None, None, :], torch.finfo(q.dtype).min)  # b h i j
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        ctx.save_for_backward(q, k, v, bias, key_keep, out)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, bias, keep, out = ctx.saved_tensors
-        scale = ctx.scale
-        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
-        dout = dout.to(q.dtype)
-        dq = torch.empty_like(q) if need_q else None
-        dk = torch.empty_like(k) if need_k else None
-        dv = torch.empty_like(v) if need_v else None
-        acc = torch.promote_types(q.dtype, torch.float32)
-        dbias = torch.zeros(bias.shape, dtype=acc, device=q.device) if need_bias else None
-        bias = bias.detach()
-        delta = (dout * out).sum(-1, keepdim=True)  # b h i 1 = rowsum(P * dP)
-        lowest = torch.finfo(q.dtype).min
-        b, h, i, j = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-        step = max(1, BIASED_ATTENTION_BLOCK // (h * i * j))  # batch rows per block
-        for start in range(0, b, step):
-            rows = slice(start, start + step)
-            qr, kr, vr, dor = q[rows], k[rows], v[rows], dout[rows]  # c h n d
-            kt = kr.transpose(-1, -2)
-            if step == 1:  # long sequences: one row, bias add fused into the matmul
-                sim = torch.baddbmm(bias, qr[0], kt[0], alpha=scale).unsqueeze(0)  # 1 h i j
-            else:
-                sim = torch.matmul(qr, kt).mul_(scale).add_(bias)  # c h i j
-            if keep is not None:
-                sim.masked_fill_(~keep[rows, None, None, :], lowest)
-            p = sim.softmax(dim=-1)
-            del sim
-            if need_v:
-                dv[rows] = torch.matmul(p.transpose(-1, -2), dor)
-            ds = torch.matmul(dor, vr.transpose(-1, -2)).sub_(delta[rows]).mul_(p)  # c h i j
-            del p
-            if need_bias:
-                dbias.add_(ds.sum(0) if ds.shape[0] > 1 else ds[0])
-            if need_q or need_k:
-                ds.mul_(scale)
-            if need_q:
-                dq[rows] = torch.matmul(ds, kr)
-            if need_k:
-                dk[rows] = torch.matmul(ds.transpose(-1, -2), qr)
-        if dbias is not None:
-            dbias = dbias.to(bias.dtype)
-        return dq, dk, dv, dbias, None, None
 
 
 class Attention(nn.Module):
@@ -297,7 +181,7 @@ class Attention(nn.Module):
         context: Optional[torch.Tensor] = None,  # b j dc (cross-attention only)
         context_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,  # precomputed context_kv(context)
         key_mask: Optional[torch.Tensor] = None,  # b j bool, True = attend (null slots are added here)
-        attn_bias: Optional[torch.Tensor] = None,  # h i j additive float
+        attn_bias: Optional[torch.Tensor | RelativeBias] = None,  # h i j additive float, or its table
     ) -> torch.Tensor:
         b, i, _ = x.shape
         if self.is_cross:
@@ -316,72 +200,18 @@ class Attention(nn.Module):
             # prefix encodings then match the full clip's bit for bit.
             padded = -(-i // CAUSAL_BLOCK) * CAUSAL_BLOCK
             q, k, v = (F.pad(t, (0, 0, 0, padded - i)) for t in (q, k, v))
-        dropout = self.dropout if self.training else 0.0
-        if key_mask is not None and key_mask.device.type == "cpu" and bool(key_mask.all()):
-            key_mask = None  # nothing to mask: skip building a (b, h, i, j) mask (free on the CPU, no sync)
-        if (USE_BIASED_ATTENTION and attn_bias is not None and attn_bias.requires_grad and torch.is_grad_enabled()
-                and dropout == 0.0 and not self.causal and q.device.type == "cpu"):
-            # the CPU's fused SDPA kernels cannot differentiate a float mask and would fall back to
-            # the slow math path; BiasedAttention keeps the fused forward and a chunked exact backward
-            nkv = self.num_null_kv
-            keep = None if key_mask is None else F.pad(key_mask, (nkv, 0), value=True)
-            bias = attn_bias.to(q.dtype)
-            bias = F.pad(bias, (nkv, 0)) if nkv else bias
-            out = BiasedAttention.apply(q, k, v, bias, keep, self.scale)
-        else:
-            mask = self._attention_mask(b, q.shape[2], k.shape[2], key_mask, attn_bias, q.dtype, q.device)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
+        causal = causal_alibi_bias(self.heads, q.shape[2], q.device, q.dtype) if self.causal else None
+        out = attention(q, k, v, scale=self.scale, bias=attn_bias, num_null=self.num_null_kv, key_mask=key_mask,
+                        causal_bias=causal, dropout=self.dropout if self.training else 0.0)
         return self.to_out(rearrange(out[:, :, :i], "b h i d -> b i (h d)"))
-
-    def null_only(self, x: torch.Tensor) -> torch.Tensor:
-        """Cross-attention for rows whose whole context is masked (CFG's unconditional rows).
-
-        Only the learned null key/values remain, and they are the same for every token, so the
-        output projection can be applied to them once:
-            out = sum_s softmax_s(scale * q . k_s) * to_out(v_s)     (s over the null slots)
-        No attention kernel, and a (tokens x heads*slots) combination instead of the per-token
-        output matmul. Equals ``forward(x, context=..., key_mask=all False)`` up to rounding.
-        x (b, i, d) -> (b, i, d).
-        """
-        if self.null_kv is None:
-            raise ValueError("null_only needs learned null key/values (num_null_kv > 0)")
-        h, dh = self.heads, self.dim_head
-        null = self.null_kv.to(x.dtype)
-        k = F.normalize(null[:, 0::2], dim=-1) * self.k_scale.to(x.dtype)  # h s d
-        v = null[:, 1::2]  # h s d
-        q = rearrange(self.to_q(self.norm(x)), "b i (h d) -> b h i d", h=h)
-        q = F.normalize(q, dim=-1) * self.q_scale.to(q.dtype)
-        weights = (torch.einsum("bhid,hsd->bhis", q, k) * self.scale).softmax(dim=-1)
-        out_w = self.to_out.weight.to(x.dtype).view(-1, h, dh)  # dim h d
-        projected = torch.einsum("hsd,ehd->hse", v, out_w)  # h s dim: to_out of each null value
-        return torch.einsum("bhis,hse->bie", weights, projected)
-
-    def _attention_mask(self, b: int, i: int, j: int, key_mask: Optional[torch.Tensor],
-                        attn_bias: Optional[torch.Tensor], dtype: torch.dtype,
-                        device: torch.device) -> Optional[torch.Tensor]:
-        """Fold position bias, causal mask and key padding into one SDPA mask (or None)."""
-        nkv = self.num_null_kv
-        mask: Optional[torch.Tensor] = None
-        if attn_bias is not None:
-            mask = attn_bias.to(dtype)
-            mask = (F.pad(mask, (nkv, 0)) if nkv else mask).unsqueeze(0)  # 1 h i j
-        if self.causal:
-            causal = causal_alibi_bias(self.heads, j, device, dtype)[:, -i:].unsqueeze(0)  # 1 h i j
-            mask = causal if mask is None else mask + causal
-        if key_mask is not None:
-            keep = F.pad(key_mask, (nkv, 0), value=True)[:, None, None, :]  # b 1 1 j
-            if mask is None:
-                mask = keep
-            else:
-                mask = mask.masked_fill(~keep, torch.finfo(dtype).min)
-        return mask
 
 
 class ContinuousPositionBias(nn.Module):
     """Relative position bias from an MLP over signed log distances (Liu et al., SwinV2).
 
     Distances take few distinct values, so the MLP runs once per distinct offset
-    ((2t-1)(2y-1)(2x-1) rows) and the (h, n, n) bias is gathered from that table.
+    ((2t-1)(2y-1)(2x-1) rows); the (h, n, n) bias is gathered from that table, or attention reads
+    the table itself (``relative``, FlexAttention).
     """
 
     def __init__(self, *, dim: int, heads: int, num_dims: int = 2, layers: int = 2):
@@ -392,27 +222,23 @@ class ContinuousPositionBias(nn.Module):
             self.net.append(nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(0.1)))
         self.net.append(nn.Linear(dim, heads))
 
-    def forward(self, *dims: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    def relative(self, *dims: int, device: Optional[torch.device] = None, flex: bool = False) -> RelativeBias:
+        """The bias of a ``dims`` grid as its per-offset table (see ``kernels.RelativeBias``)."""
         if len(dims) != self.num_dims:
             raise ValueError(f"position bias expects {self.num_dims} dimensions, got {dims}")
         device = device if device is not None else self.net[-1].weight.device
-        # table of every distinct offset along each axis: (2d-1) values per axis
+        # every distinct offset along each axis: (2d-1) values per axis, row-major
         offsets = [torch.arange(-(d - 1), d, device=device) for d in dims]
         table = torch.stack(torch.meshgrid(*offsets, indexing="ij"), dim=-1).float()  # ... c
         table = torch.sign(table) * torch.log(table.abs() + 1)
         table = table.to(self.net[-1].weight.dtype)  # the MLP's dtype (bf16/fp16 weights too)
         for layer in self.net:
             table = layer(table)
-        table = table.reshape(-1, table.shape[-1])  # (prod(2d-1)) h
+        return RelativeBias(table.reshape(-1, table.shape[-1]).t(), tuple(dims), flex)  # h (prod(2d-1))
 
-        # flat index of (pos_i - pos_j) in that table, for every pair of positions
-        grid = torch.stack(torch.meshgrid(*[torch.arange(d, device=device) for d in dims], indexing="ij"), -1)
-        grid = grid.reshape(-1, len(dims))  # n c
-        rel = grid[:, None, :] - grid[None, :, :] + torch.tensor([d - 1 for d in dims], device=device)  # i j c
-        strides = [math.prod(2 * d - 1 for d in dims[k + 1:]) for k in range(len(dims))]
-        index = (rel * torch.tensor(strides, device=device)).sum(-1)  # i j
-        # contiguous once here: SDPA would otherwise copy the strided view in every layer
-        return table[index].permute(2, 0, 1).contiguous()  # h i j
+    def forward(self, *dims: int, device: Optional[torch.device] = None) -> torch.Tensor:
+        """The dense (h, n, n) bias of a ``dims`` grid (n = prod(dims)), contiguous."""
+        return self.relative(*dims, device=device).dense()
 
 
 class TransformerBlock(nn.Module):
@@ -465,36 +291,14 @@ class Transformer(nn.Module):
         context: Optional[torch.Tensor] = None,
         context_mask: Optional[torch.Tensor] = None,
         context_kvs: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None,
-        paired_halves: bool = False,  # rows [:b/2] and [b/2:] have equal tokens (CFG's cond/uncond)
-        null_context_half: bool = False,  # rows [b/2:] have their whole context masked (CFG's uncond)
     ) -> torch.Tensor:
         use_context = context is not None or context_kvs is not None
         for index, layer in enumerate(self.layers):
-            if index == 0 and paired_halves:
-                # before the first cross-attention both halves carry the same values: compute the
-                # first PEG and self-attention once and share them (CFG without doubling that work)
-                half = x.shape[0] // 2
-                x, keys = x[:half], None if self_key_mask is None else self_key_mask[:half]
-                shape = None if video_shape is None else (half, *video_shape[1:])
-                if layer.peg is not None:
-                    x = layer.peg(x, shape, self.layout) + x
-                x = layer.self_attn(x, key_mask=keys, attn_bias=attn_bias) + x
-                x = torch.cat((x, x))
-            else:
-                if layer.peg is not None:
-                    x = layer.peg(x, video_shape, self.layout) + x
-                x = layer.self_attn(x, key_mask=self_key_mask, attn_bias=attn_bias) + x
+            if layer.peg is not None:
+                x = layer.peg(x, video_shape, self.layout) + x
+            x = layer.self_attn(x, key_mask=self_key_mask, attn_bias=attn_bias) + x
             if layer.cross_attn is not None and use_context:
                 kv = context_kvs[index] if context_kvs is not None else None
-                if null_context_half and layer.cross_attn.null_kv is not None:
-                    # the unconditional half attends to the null slots only: closed form, no kernel
-                    half = x.shape[0] // 2
-                    cond = layer.cross_attn(
-                        x[:half], context=None if context is None else context[:half],
-                        context_kv=None if kv is None else (kv[0][:half], kv[1][:half]),
-                        key_mask=None if context_mask is None else context_mask[:half])
-                    x = torch.cat((cond, layer.cross_attn.null_only(x[half:]))) + x
-                else:
-                    x = layer.cross_attn(x, context=context, context_kv=kv, key_mask=context_mask) + x
+                x = layer.cross_attn(x, context=context, context_kv=kv, key_mask=context_mask) + x
             x = layer.ff(x) + x
         return self.norm_out(x)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import CriticConfig, MaskGitConfig
 from .errors import InputError
+from .kernels import RelativeBias
 from .layers import LAYOUT_VIDEO, ContinuousPositionBias, Transformer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -78,8 +79,12 @@ class MaskGit(_TokenTransformer):
         self.to_logits = nn.Linear(config.dim, config.num_tokens)
 
     def position_bias(self, token_shape: tuple[int, int, int]) -> torch.Tensor:
-        """(heads, n, n) relative position bias for a token grid; cache it across sampling steps."""
+        """(heads, n, n) relative position bias for a token grid."""
         return self.continuous_pos_bias(*token_shape, device=self.pos_emb.weight.device)
+
+    def relative_bias(self, token_shape: tuple[int, int, int], flex: bool = False) -> RelativeBias:
+        """The same bias as its per-offset table; cache it across sampling steps."""
+        return self.continuous_pos_bias.relative(*token_shape, device=self.pos_emb.weight.device, flex=flex)
 
     def text_kvs(self, text_embeds: torch.Tensor) -> Optional[KV]:
         """Per-layer cross-attention keys/values of the text; cache them across sampling steps."""
@@ -96,20 +101,11 @@ class MaskGit(_TokenTransformer):
         text_mask: Optional[torch.Tensor] = None,  # b l bool, False = padding or dropped
         video_mask: Optional[torch.Tensor] = None,  # b n bool, False = padded token
         token_shape: Optional[tuple[int, int, int]] = None,
-        attn_bias: Optional[torch.Tensor] = None,  # from position_bias(), to skip recomputing it
+        attn_bias: Optional[torch.Tensor | RelativeBias] = None,  # from relative_bias(): not recomputed
         text_kvs: Optional[KV] = None,  # from text_kvs(), to skip recomputing them
         return_embeds: bool = False,
-        paired_halves: bool = False,
-        null_text_half: bool = False,
     ) -> torch.Tensor:
-        """Returns logits (b, n, num_tokens), or the final embeddings (b, n, dim) with return_embeds.
-
-        ``paired_halves``: the caller promises that rows ``[:b/2]`` and ``[b/2:]`` hold the same ids
-        and video mask (classifier-free guidance: one text, one dropped text), so the work before
-        the first cross-attention is done once for both. ``null_text_half``: the caller promises
-        that every text token of rows ``[b/2:]`` is masked (the unconditional branch), so their
-        cross-attention reduces to the null key/values (``Attention.null_only``).
-        """
+        """Returns logits (b, n, num_tokens), or the final embeddings (b, n, dim) with return_embeds."""
         ids, token_shape = flatten_ids(ids, token_shape)
         if not self.unconditional and text_embeds is None and text_kvs is None:
             raise InputError("this MaskGit is text-conditioned: pass text_embeds (and text_mask)")
@@ -123,8 +119,7 @@ class MaskGit(_TokenTransformer):
         x = self.transformer(
             x, video_shape=(ids.shape[0], *token_shape), attn_bias=attn_bias, self_key_mask=video_mask,
             context=None if self.unconditional else text_embeds, context_mask=text_mask,
-            context_kvs=text_kvs, paired_halves=paired_halves and not self.unconditional,
-            null_context_half=null_text_half and not self.unconditional)
+            context_kvs=text_kvs)
         return x if return_embeds else self.to_logits(x)
 
 

@@ -1,15 +1,17 @@
-"""The speed paths keep the reference math: biased-attention gradients, CPU mask shortcuts, compile fallback."""
+"""The kernels keep the reference math: biased-attention gradients, FlexAttention with the bias table,
+the PEG's backward, the compile flag off CUDA."""
 
 import logging
+import math
 
 import pytest
 import torch
 
-import phenaki_core.layers as layers
-import phenaki_core.sampling as sampling
+import phenaki_core.kernels as layers
 from helpers import build_tiny, random_text
 from phenaki_core import SamplerConfig
-from phenaki_core.layers import PEG, Attention, BiasedAttention, ContinuousPositionBias, DepthwiseConv3d, FeedForward
+from phenaki_core.kernels import BiasedAttention, DepthwiseConv3d, RelativeBias, attention
+from phenaki_core.layers import PEG, Attention, ContinuousPositionBias, FeedForward
 
 
 def reference(q, k, v, bias, keep, scale):
@@ -103,67 +105,52 @@ def test_compile_flag_on_cpu_samples_eagerly_with_identical_output(caplog):
     text = random_text(2)
     cfg = SamplerConfig(steps=3)
     eager = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3))
-    with caplog.at_level(logging.INFO, logger="phenaki_core.sampling"):
+    with caplog.at_level(logging.INFO, logger="phenaki_core.guided"):
         flagged = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3),
                                compile=True)
     assert torch.equal(eager, flagged)
     assert any("eagerly" in r.message for r in caplog.records)
 
 
-def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
-    """Pretend the CPU is a compile device and that compilation blows up on the first call."""
+@pytest.mark.parametrize("grid, heads, nkv", [((3, 2, 2), 4, 0), ((2, 3, 4), 2, 2), ((4, 4), 3, 0)])
+def test_flex_attention_reading_the_bias_table_equals_sdpa_with_the_dense_bias(grid, heads, nkv):
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    g = torch.Generator().manual_seed(1)
+    cpb = ContinuousPositionBias(dim=16, heads=heads, num_dims=len(grid))
+    n = math.prod(grid)
+    q, k, v = (torch.randn(2, heads, length, 16, generator=g) for length in (n, n + nkv, n + nkv))
+    with torch.no_grad():
+        relative = cpb.relative(*grid)
+        flex = RelativeBias(relative.table, grid, flex=True)
+        dense = attention(q, k, v, scale=8.0, bias=cpb(*grid), num_null=nkv)
+        torch.testing.assert_close(attention(q, k, v, scale=8.0, bias=flex, num_null=nkv), dense,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(attention(q, k, v, scale=8.0, bias=relative, num_null=nkv), dense,
+                                   atol=0, rtol=0)
+    # the table is the offsets' bias: entry (i, j) of the dense bias is the table at offset i - j
+    i, j = n - 1, 0
+    assert torch.equal(cpb(*grid)[:, i, j], relative.table[:, relative.index(torch.tensor(i), torch.tensor(j))])
+
+
+def test_sampling_with_flex_attention_gives_the_sdpa_tokens():
+    pytest.importorskip("torch.nn.attention.flex_attention")
     model = build_tiny()
-    text = random_text(1)
-    cfg = SamplerConfig(steps=3)
-    eager = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(4))
-
-    def broken_compile(fn, **kwargs):
-        def call(*args, **kw):
-            raise RuntimeError("no C++ compiler")
-        return call
-
-    monkeypatch.setattr(sampling, "COMPILE_DEVICES", ("cpu", "cuda"))
-    monkeypatch.setattr(sampling.torch, "compile", broken_compile)
-    with caplog.at_level(logging.WARNING, logger="phenaki_core.sampling"):
-        fallback = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(4),
-                                compile=True)
-    assert torch.equal(eager, fallback)
-    assert any("torch.compile failed" in r.message for r in caplog.records)
-
-
-def test_compile_wrapper_uses_the_compiled_callable_when_it_works(monkeypatch):
-    seen = []
-    monkeypatch.setattr(sampling, "COMPILE_DEVICES", ("cpu",))
-    monkeypatch.setattr(sampling.torch, "compile", lambda fn, **kw: (lambda *a: seen.append(kw) or fn(*a)))
-    fn = sampling.maybe_compile(lambda x: x + 1, torch.device("cpu"), True)
-    assert fn(torch.tensor(1)).item() == 2 and seen and seen[0]["dynamic"] is False
+    text = random_text(2)
+    runs = [model.sample(text, num_frames=5, sampler=SamplerConfig(steps=3), attention=backend,
+                         generator=torch.Generator().manual_seed(2)) for backend in ("sdpa", "flex")]
+    assert torch.equal(*runs)
 
 
 def test_position_bias_is_contiguous_and_sampling_bias_is_built_once(monkeypatch):
     model = build_tiny()
     assert model.maskgit.position_bias((3, 2, 2)).is_contiguous()
     calls = []
-    original = type(model.maskgit.continuous_pos_bias).forward
-    monkeypatch.setattr(type(model.maskgit.continuous_pos_bias), "forward",
+    original = type(model.maskgit.continuous_pos_bias).relative
+    monkeypatch.setattr(type(model.maskgit.continuous_pos_bias), "relative",
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     model.sample(random_text(1), num_frames=5, sampler=SamplerConfig(steps=4),
                  generator=torch.Generator().manual_seed(0))
     assert len(calls) == 1
-
-
-def test_paired_cfg_halves_share_the_first_layer_and_match_the_full_forward():
-    model = build_tiny()
-    g = torch.Generator().manual_seed(5)
-    ids = torch.randint(0, 64, (2, 12), generator=g)
-    ids = torch.cat((ids, ids))  # rows [cond; uncond] with the same tokens
-    text = random_text(2)
-    embeds = torch.cat((text.embeds, text.embeds))
-    mask = torch.cat((text.mask, torch.zeros_like(text.mask)))
-    with torch.no_grad():
-        full = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2))
-        paired = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2), paired_halves=True)
-    torch.testing.assert_close(paired, full, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(full[:2], full[2:])  # the halves really differ after cross-attention
 
 
 def test_guided_sampling_is_still_seed_reproducible():
@@ -219,33 +206,3 @@ def test_peg_training_gradients_match_the_plain_convolution(causal):
     refs = torch.autograd.grad(ref, [seq, peg.dsconv.weight, peg.dsconv.bias], grad)
     for a, r in zip(ours, refs):
         torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
-
-
-def test_null_only_cross_attention_equals_fully_masked_attention():
-    torch.manual_seed(0)
-    attn = Attention(32, heads=4, dim_head=8, dim_context=24, num_null_kv=2)
-    with torch.no_grad():
-        for p in attn.parameters():
-            p.add_(0.3 * torch.randn(p.shape))
-    x, ctx = torch.randn(3, 10, 32), torch.randn(3, 5, 24)
-    masked = attn(x, context=ctx, key_mask=torch.zeros(3, 5, dtype=torch.bool))
-    torch.testing.assert_close(attn.null_only(x), masked, atol=1e-5, rtol=1e-5)
-
-
-def test_unconditional_half_shortcut_matches_the_full_guided_forward():
-    model = build_tiny()
-    g = torch.Generator().manual_seed(6)
-    ids = torch.randint(0, 64, (2, 12), generator=g)
-    ids = torch.cat((ids, ids))
-    text = random_text(2, pad_last=1)
-    embeds = torch.cat((text.embeds, text.embeds))
-    mask = torch.cat((text.mask, torch.zeros_like(text.mask)))
-    kvs = model.maskgit.text_kvs(embeds)
-    with torch.no_grad():
-        full = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2))
-        fast = model.maskgit(ids, text_mask=mask, token_shape=(3, 2, 2), text_kvs=kvs, paired_halves=True,
-                             null_text_half=True)
-        fast_ctx = model.maskgit(ids, text_embeds=embeds, text_mask=mask, token_shape=(3, 2, 2),
-                                 null_text_half=True)
-    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fast_ctx, full, atol=1e-5, rtol=1e-5)
