@@ -8,17 +8,19 @@ Layouts: ComfyUI IMAGE is ``[frames, H, W, C]`` float in 0..1; phenaki_core vide
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+import numpy as np
 import torch
 from PIL import Image
 
 from . import comfy_adapter as adapter
 from .sockets import ManagedModules, PhenakiCond, PhenakiModel, PhenakiTokens
-from ..phenaki_core import (CheckpointError, InputError, PhenakiPipeline, SamplerConfig, SamplerStep, Story,
-                            TextCondition, default_checkpoint, fit_video)
+from ..phenaki_core import (CheckpointError, InputError, PhenakiConfig, PhenakiError, PhenakiPipeline, SamplerConfig,
+                            SamplerStep, Story, TextCondition, default_checkpoint, fit_video, read_metadata)
 from ..phenaki_core.pipeline import check_prime_length, check_seed, resolve_device, resolve_dtype
 from ..phenaki_core.sampling import REMASK_MODES
 from ..phenaki_core.text import clean_prompts
@@ -28,7 +30,9 @@ logger = logging.getLogger("phenaki_comfyui")
 
 BUNDLED = "(bundled) shapes64"
 CHECKPOINT_SUFFIX = ".safetensors"
-PREVIEWS_PER_SCENE = 6  # fewer decoded previews than this while one scene samples
+PREVIEWS_PER_SCENE = 6  # at most this many decoded previews while one scene samples
+EXAMPLE_CLIP_FPS = 8.0  # the example clips are Shapes World clips, made at 8 fps
+CROP_MODES = ("center", "pad", "fit")  # Encode Video: how a frame becomes the model's square
 
 # Loaded models, reused while anything (ComfyUI's output cache, a node) still holds them.
 _loaded: "weakref.WeakValueDictionary[tuple, PhenakiModel]" = weakref.WeakValueDictionary()
@@ -87,22 +91,94 @@ def ready(*models: PhenakiModel) -> None:
 
 
 # --- checks --------------------------------------------------------------------------------------
-def check_frames(model: PhenakiModel, frames: int, what: str = "frames") -> None:
-    config = model.config
+def frames_word(count: int) -> str:
+    return f"{count} frame" if count == 1 else f"{count} frames"
+
+
+def check_frames(config: PhenakiConfig, frames: int, what: str = "frames") -> None:
+    """A clip length the model can make at once (``what``: the widget's name, which names the node)."""
     config.cvivit.check_num_frames(frames, what)
-    if frames > config.max_frames:
-        raise InputError(f"{what} is {frames} but this model makes at most {config.max_frames} frames at once; "
-                         f"use fewer frames, or Phenaki Chain Scenes for a longer video")
+    limit = config.max_frames
+    if frames > limit:
+        if what == "frames_per_scene":
+            raise InputError(f"frames_per_scene is {frames} but this model makes at most {limit} frames per scene; "
+                             f"use at most {limit}, and add scenes (one prompt per line) for a longer video")
+        raise InputError(f"{what} is {frames} but this model makes at most {limit} frames at once; use at most "
+                         f"{limit}, or Phenaki Chain Scenes for a longer video")
 
 
-def check_prime(model: PhenakiModel, prime: PhenakiTokens, prime_frames: int, frames: int) -> None:
-    if prime_frames < 1:
+def check_prime_frames(config: PhenakiConfig, prime_frames: int, frames: int, what: str = "frames") -> None:
+    """``prime_frames`` of a scene of ``frames`` frames, when a prime is connected or carried."""
+    if isinstance(prime_frames, int) and not isinstance(prime_frames, bool) and 0 < frames <= prime_frames:
+        raise InputError(f"prime_frames ({prime_frames}) must be shorter than the scene ({what} is {frames}), "
+                         f"or the scene has nothing new to generate")
+    check_prime_length(prime_frames, frames, config.cvivit.temporal_patch_size, "prime_frames")
+
+
+def check_prime_setting(config: PhenakiConfig, prime_frames: int, frames: int, what: str = "frames") -> None:
+    """``prime_frames`` when a prime is connected: not 0, and a valid prime for the scene."""
+    if prime_frames == 0:
         raise InputError("prime_frames is 0 but a prime is connected; set prime_frames to the number of frames "
                          "to continue from (e.g. 5), or disconnect the prime for a fresh scene")
-    check_prime_length(prime_frames, frames, model.config.cvivit.temporal_patch_size, "prime_frames")
+    check_prime_frames(config, prime_frames, frames, what)
+
+
+def check_prime(model: PhenakiModel, prime: PhenakiTokens, prime_frames: int, frames: int,
+                what: str = "frames") -> None:
+    check_prime_setting(model.config, prime_frames, frames, what)
     if prime_frames > prime.num_frames:
-        raise InputError(f"prime_frames ({prime_frames}) is longer than the prime clip ({prime.num_frames} frames); "
-                         f"use at most {prime.num_frames}")
+        raise InputError(f"prime_frames ({prime_frames}) is longer than the prime clip "
+                         f"({frames_word(prime.num_frames)}); use at most {prime.num_frames}")
+
+
+def check_prompt(prompt: str) -> str:
+    """Encode Text's one prompt, cleaned (line breaks become spaces)."""
+    if isinstance(prompt, str) and not prompt.strip():
+        raise InputError("prompt is empty; describe the scene, e.g. 'a red circle moving right'")
+    return clean_prompts(prompt)[0]
+
+
+# --- checks before the graph runs (VALIDATE_INPUTS) -----------------------------------------------
+_configs: dict[tuple, PhenakiConfig] = {}  # (path, mtime, size) -> config read from the file's header
+
+
+def listed_configs() -> list[PhenakiConfig]:
+    """The configs of every checkpoint Load Phenaki offers, one per distinct frame rule.
+
+    Only the files' headers are read (and cached). Files that cannot be read are skipped: the
+    loader reports them when they are picked.
+    """
+    rules: dict[tuple[int, int], PhenakiConfig] = {}
+    for name in checkpoint_choices():
+        try:
+            path = checkpoint_path(name)
+            stat = path.stat()
+            key = (str(path), stat.st_mtime_ns, stat.st_size)
+            if key not in _configs:
+                _configs[key] = read_metadata(path)[0]
+        except (PhenakiError, OSError) as exc:
+            logger.debug("pre-run checks skip %s: %s", name, exc)
+            continue
+        config = _configs[key]
+        rules.setdefault((config.cvivit.temporal_patch_size, config.max_frames), config)
+    return list(rules.values())
+
+
+def precheck(check: Callable[[PhenakiConfig], None]) -> Optional[str]:
+    """Run a frame check before the graph runs, when the model (a linked input) is not known yet.
+
+    The check passes when it passes for any checkpoint the loader lists, so a valid graph is never
+    refused; with one frame rule (the bundled model alone, say) it catches exactly what the node
+    would refuse when it runs, with the same message. Returns that message, or None.
+    """
+    errors = []
+    for config in listed_configs():
+        try:
+            check(config)
+            return None
+        except PhenakiError as exc:
+            errors.append(str(exc))
+    return errors[0] if errors else None
 
 
 def text_for(model: PhenakiModel, cond: PhenakiCond) -> tuple[Optional[TextCondition], Optional[TextCondition]]:
@@ -132,14 +208,18 @@ def sampler_config(steps: int, cond_scale: float, temperature: float, critic_noi
 
 # --- progress ------------------------------------------------------------------------------------
 class StepProgress:
-    """Per sampling step: check Cancel, advance the progress bar, now and then a decoded preview."""
+    """Per sampling step: check Cancel, advance the progress bar, now and then a decoded preview.
+
+    Previews (only when the user has live previews on) come every ``ceil(steps / 6)`` steps, never
+    after the last step of a Sample Scene: its output follows at once.
+    """
 
     def __init__(self, model: PhenakiModel, steps: int, scenes: int = 1,
                  prime_ids: Optional[torch.Tensor] = None):
         self.model = model
         self.steps = steps
         self.bar = adapter.ProgressBar(steps * scenes)
-        self.every = -(-steps // PREVIEWS_PER_SCENE) if adapter.previews_enabled() else 0  # ceil: < 6 per scene
+        self.every = -(-steps // PREVIEWS_PER_SCENE) if adapter.previews_enabled() else 0  # ceil: <= 6 per scene
         self.prime_ids = prime_ids  # (b, t, y, x): decoded in front of the new tokens for previews
 
     def __call__(self, step: SamplerStep, scene: int = 0) -> None:
@@ -152,20 +232,74 @@ class StepProgress:
     def scene_callback(self, scene: int, step: SamplerStep) -> None:
         self(step, scene)
 
-    def preview(self, ids: torch.Tensor) -> tuple[str, Image.Image, int]:
-        """The current tokens (b, n) of the first clip, decoded into a contact sheet of its frames."""
+    @torch.no_grad()
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """The current tokens (b, n) of the first clip, after the prime's tokens -> (c, f, H, W)."""
         cvivit = self.model.pipeline.model.cvivit
         grid = cvivit.config.grid_size
         ids = ids[:1].view(1, -1, grid, grid)
         if self.prime_ids is not None:
             ids = torch.cat((self.prime_ids[:1].to(ids), ids), dim=1)
-        video = cvivit.decode_from_ids(ids)[0]
+        return cvivit.decode_from_ids(ids)[0].float()
+
+    def preview(self, ids: torch.Tensor) -> tuple[str, Image.Image, int]:
+        return self.sheet(self.decode(ids))
+
+    @staticmethod
+    def sheet(video: torch.Tensor) -> tuple[str, Image.Image, int]:
+        """(c, f, H, W) -> ComfyUI's preview: a contact sheet of the frames."""
         return "JPEG", Image.fromarray(contact_sheet(to_uint8_frames(video))), adapter.preview_max_size()
+
+
+class StoryProgress(StepProgress):
+    """Chain Scenes' progress: every scene's previews start with that scene's prime.
+
+    ``make_video`` primes scene i with tokens it re-encodes from the end of the story so far and
+    does not hand them to the step callback. With previews on, this class follows the story the
+    same way: when a scene's last step is done, it decodes the scene (prime included) as the
+    pipeline does, sends that as the scene's last preview (the finished scene, exactly as the node
+    returns it), keeps its new frames, and re-encodes the next scene's prime from them.
+    """
+
+    def __init__(self, model: PhenakiModel, steps: int, scenes: int, prime_frames: int,
+                 initial: Optional[torch.Tensor] = None):
+        super().__init__(model, steps, scenes)
+        self.carry = [prime_frames] * scenes  # frames each scene starts from
+        self.carry[0] = 0 if initial is None else initial.shape[2]
+        self.history = initial  # (b, c, f, H, W): every frame so far, as make_video keeps it
+        self.scene = -1
+
+    @torch.no_grad()
+    def start_scene(self, scene: int) -> None:
+        self.scene = scene
+        self.prime_ids = None
+        p = self.carry[scene]
+        if p and self.history is not None:
+            phenaki = self.model.pipeline.model
+            self.prime_ids = phenaki.cvivit.encode_to_ids(self.history[:, :, -p:].to(phenaki.device,
+                                                                                      phenaki.cvivit.dtype))
+
+    def scene_callback(self, scene: int, step: SamplerStep) -> None:
+        adapter.check_interrupted()
+        if not self.every:
+            self.bar.update_absolute(scene * self.steps + step.step + 1, None, None)
+            return
+        if scene != self.scene:
+            self.start_scene(scene)
+        preview = None
+        if step.step + 1 == step.steps:  # the scene is finished: it primes the next one
+            video = self.decode(step.ids)  # c f H W, prime included
+            new = video[:, self.carry[scene]:].unsqueeze(0)
+            self.history = new if self.history is None else torch.cat((self.history.to(new), new), dim=2)
+            preview = self.sheet(video)
+        elif (step.step + 1) % self.every == 0:
+            preview = self.preview(step.ids)
+        self.bar.update_absolute(scene * self.steps + step.step + 1, None, preview)
 
 
 # --- the node bodies -----------------------------------------------------------------------------
 def encode_text(model: PhenakiModel, prompt: str, negative_prompt: str = "") -> PhenakiCond:
-    prompt = clean_prompts(prompt)[0]
+    prompt = check_prompt(prompt)
     negative_prompt = " ".join(negative_prompt.split())
     if model.text_spec is None:
         logger.warning("%s is unconditional; the prompt is ignored", model.name)
@@ -202,7 +336,7 @@ def prime_ids(model: PhenakiModel, prime: PhenakiTokens, prime_frames: int) -> t
 def sample_scene(model: PhenakiModel, cond: PhenakiCond, frames: int, sampler: SamplerConfig, seed: int,
                  prime: Optional[PhenakiTokens] = None, prime_frames: int = 0) -> PhenakiTokens:
     """One scene of ``frames`` frames, its first ``prime_frames`` taken from ``prime`` when given."""
-    check_frames(model, frames)
+    check_frames(model.config, frames)
     check_seed(seed)
     if prime is None:
         prime_frames = 0
@@ -227,21 +361,25 @@ def story_prompts(prompts: str) -> list[str]:
     return clean_prompts(lines)
 
 
+def check_story(config: PhenakiConfig, scenes: int, frames: int, prime_frames: int) -> None:
+    check_frames(config, frames, "frames_per_scene")
+    if scenes > 1:
+        check_prime_frames(config, prime_frames, frames, "frames_per_scene")
+
+
 def chain_scenes(model: PhenakiModel, prompts: str, frames: int, prime_frames: int, sampler: SamplerConfig,
                  seed: int, negative_prompt: str = "", prime: Optional[PhenakiTokens] = None) -> Story:
     """A story: one scene per prompt line, each primed with the last ``prime_frames`` of the one before."""
     scenes = story_prompts(prompts)
-    check_frames(model, frames, "frames_per_scene")
+    check_story(model.config, len(scenes), frames, prime_frames)
     check_seed(seed)
-    pt = model.config.cvivit.temporal_patch_size
-    if len(scenes) > 1:
-        check_prime_length(prime_frames, frames, pt, "prime_frames")
     initial = None
     if prime is not None:
-        check_prime(model, prime, prime_frames, frames)
+        check_prime(model, prime, prime_frames, frames, "frames_per_scene")
         initial = prime_video(prime)[:, :, -prime_frames:]
     ready(model)
-    progress = StepProgress(model, sampler.steps, scenes=len(scenes))
+    progress = StoryProgress(model, sampler.steps, len(scenes), prime_frames,
+                             None if initial is None else fit_video(initial, model.config.cvivit.image_size))
     return model.pipeline.make_video(scenes, num_frames=frames, prime_frames=prime_frames, sampler=sampler,
                                      seed=seed, negative_prompt=" ".join(negative_prompt.split()) or None,
                                      initial_prime=initial, callback=progress.scene_callback)
@@ -259,7 +397,7 @@ def check_images(images: torch.Tensor) -> None:
         raise InputError(f"IMAGE frames are {images.shape[2]}x{images.shape[1]} pixels; connect non-empty frames")
     if not images.is_floating_point():
         raise InputError(f"IMAGE is {images.dtype}, not float frames in 0..1; connect a node that outputs IMAGE "
-                         f"(Load Image, Load Video, ...)")
+                         f"(Load Image, Get Video Components, ...)")
     if not bool(torch.isfinite(images).all()):
         raise InputError("IMAGE holds NaN or infinite values; check the nodes that made these frames")
 
@@ -271,25 +409,107 @@ def images_to_video(images: torch.Tensor) -> torch.Tensor:
     return images.detach().to("cpu", torch.float32).clamp(0, 1).permute(3, 0, 1, 2).unsqueeze(0)
 
 
-def encode_images(model: PhenakiModel, images: torch.Tensor) -> PhenakiTokens:
-    """A user's clip -> tokens usable as a prime.
+def resample_indices(count: int, source_fps: float, target_fps: float) -> list[int]:
+    """Which of ``count`` frames at ``source_fps`` to show at ``target_fps``, the last frame kept.
 
-    Rule: the clip keeps its LAST ``1 + k*pt`` frames, at most the model's ``max_frames`` (the
-    end is what a continuation starts from, and no prime can be longer); each frame is resized
-    so its short side is the model's size (bilinear, antialiased) and centre-cropped to a square.
+    Frame k from the end of the result shows the source at time ``end - k / target_fps`` (the
+    nearest frame): 24 fps to 8 fps keeps every third frame, 4 fps to 8 fps shows each frame twice.
+    """
+    ratio = source_fps / target_fps  # source frames per model frame
+    indices = []
+    k = 0
+    while True:
+        position = (count - 1) - k * ratio
+        if position < -0.5 + 1e-6:
+            break
+        indices.append(max(0, int(math.floor(position + 0.5))))
+        k += 1
+    return indices[::-1]
+
+
+def fit_frames(video: torch.Tensor, size: int, crop: str) -> tuple[torch.Tensor, str]:
+    """(b, c, f, H, W) -> (b, c, f, size, size) and what was done, in words.
+
+    center: resize the short side to ``size`` and cut the long side's ends (``fit_video``);
+    pad: resize the long side to ``size`` and add black bars; fit: stretch the whole frame.
+    """
+    if crop not in CROP_MODES:
+        raise InputError(f"unknown crop {crop!r}; use one of {', '.join(CROP_MODES)}")
+    b, c, f, h, w = video.shape
+    if h == w:
+        return fit_video(video, size), (f"{w}x{h} resized to {size}x{size}" if h != size else f"{w}x{h} as is")
+    if crop == "center":
+        side = min(h, w)
+        cut = (max(h, w) - side) / 2
+        where = "left and right" if w > h else "top and bottom"
+        resized = f", resized to {size}x{size}" if side != size else ""
+        return fit_video(video, size), (f"{w}x{h} centre-cropped to its middle {side}x{side} (about {cut:.0f} px "
+                                        f"cut at the {where}){resized}")
+    frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).float()
+    if crop == "fit":
+        frames = torch.nn.functional.interpolate(frames, size=(size, size), mode="bilinear", antialias=True,
+                                                 align_corners=False)
+        note = f"{w}x{h} stretched to {size}x{size} (the whole frame, aspect ratio not kept)"
+    else:
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        inner = torch.nn.functional.interpolate(frames, size=(nh, nw), mode="bilinear", antialias=True,
+                                                align_corners=False)
+        frames = frames.new_zeros(b * f, c, size, size)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        frames[:, :, top:top + nh, left:left + nw] = inner
+        where = "top and bottom" if w > h else "left and right"
+        note = f"{w}x{h} resized to {nw}x{nh} and padded to {size}x{size} with black bars at the {where}"
+    frames = frames.clamp(0, 1).reshape(b, f, c, size, size).permute(0, 2, 1, 3, 4)
+    return frames, note
+
+
+def encode_images(model: PhenakiModel, images: torch.Tensor, crop: str = "center",
+                  source_fps: float = 0.0) -> tuple[PhenakiTokens, str]:
+    """A user's clip -> tokens usable as a prime, and a one-line report of what was kept.
+
+    Rules, in order:
+    1. ``source_fps`` > 0 and not the model's rate: the clip is resampled to the model's rate
+       (nearest frame, the last frame kept), so a continuation moves at the clip's speed.
+    2. The clip keeps its LAST ``1 + k*pt`` frames, at most the model's ``max_frames`` (the end is
+       what a continuation starts from, and no prime can be longer).
+    3. Each frame becomes the model's square: ``crop`` center, pad or fit (see ``fit_frames``).
     """
     check_images(images)
+    if crop not in CROP_MODES:
+        raise InputError(f"unknown crop {crop!r}; use one of {', '.join(CROP_MODES)}")
+    if not isinstance(source_fps, (int, float)) or isinstance(source_fps, bool) or not math.isfinite(source_fps) \
+            or source_fps < 0:
+        raise InputError(f"source_fps must be a frame rate >= 0 (0: the frames are already at the model's rate), "
+                         f"got {source_fps!r}")
     config = model.config
     pt = config.cvivit.temporal_patch_size
     total = images.shape[0]
-    keep = min(1 + (total - 1) // pt * pt, config.max_frames)
-    if keep < total:
-        logger.info("Phenaki Encode Video: using the last %d of %d frames (clips have 1 + k*%d frames, at most %d)",
-                    keep, total, pt, config.max_frames)
-    video = fit_video(images_to_video(images[total - keep:]), config.cvivit.image_size)
+    notes = []
+    order = list(range(total))
+    if source_fps and abs(source_fps - config.fps) > 1e-3:
+        order = resample_indices(total, float(source_fps), float(config.fps))
+        notes.append(f"resampled {source_fps:g} fps to the model's {config.fps:g} fps ({frames_word(total)} -> "
+                     f"{len(order)})")
+    count = len(order)
+    keep = min(1 + (count - 1) // pt * pt, config.max_frames)
+    if keep < count:
+        notes.append(f"kept the last {frames_word(keep)} of {count}, dropped {count - keep} from the start (clips "
+                     f"have 1 + k*{pt} frames, at most {config.max_frames})")
+    else:
+        notes.append(f"kept all {frames_word(keep)}" if keep > 1 else "kept the one frame")
+    order = order[count - keep:]
+    video = images_to_video(images[order] if order != list(range(total)) else images)
+    video, fitted = fit_frames(video, config.cvivit.image_size, crop)
+    notes.append(fitted)
+    report = "Phenaki Encode Video: " + "; ".join(notes)
+    if keep < count or "cut" in fitted:
+        logger.warning("%s", report)
+    else:
+        logger.info("%s", report)
     ready(model)
     ids = model.pipeline.encode_video(video)
-    return PhenakiTokens(ids.cpu(), model, 0, source=video)
+    return PhenakiTokens(ids.cpu(), model, 0, source=video), report
 
 
 def video_to_images(video: torch.Tensor) -> torch.Tensor:
@@ -304,3 +524,26 @@ def decode_tokens(tokens: PhenakiTokens, include_prime: bool = True) -> torch.Te
     if not include_prime:
         video = video[:, :, tokens.prime_frames:]
     return video_to_images(video)
+
+
+# --- the example clip ----------------------------------------------------------------------------
+EXAMPLE_CLIPS = Path(__file__).resolve().parent / "example_clips"
+
+
+def example_clip_choices() -> list[str]:
+    return sorted(p.name for p in EXAMPLE_CLIPS.glob("*.gif")) if EXAMPLE_CLIPS.is_dir() else []
+
+
+def load_example_clip(name: str) -> tuple[torch.Tensor, float]:
+    """One of the pack's example clips: IMAGE [f, H, W, 3] and its frame rate."""
+    path = EXAMPLE_CLIPS / name
+    if name not in example_clip_choices():
+        raise InputError(f"no example clip {name!r} in the pack (nodes/example_clips); pick one of "
+                         f"{', '.join(example_clip_choices()) or 'none: reinstall the pack'}")
+    frames = []
+    with Image.open(path) as image:
+        for index in range(getattr(image, "n_frames", 1)):
+            image.seek(index)
+            frames.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255))
+    # GIF stores delays in 10 ms steps (125 ms is written as 120 or 130): the rate is the clip's, not the file's
+    return video_to_images(torch.stack(frames).permute(3, 0, 1, 2).unsqueeze(0)), EXAMPLE_CLIP_FPS

@@ -1,11 +1,19 @@
 """The Phenaki nodes: schema and plumbing only; the work happens in ``glue`` and ``phenaki_core``.
 
-Node IDs are stored in every saved workflow: never rename them.
+Node IDs are stored in every saved workflow: never rename them. New inputs are optional and come
+after the old ones (saved graphs store widget values by position), new outputs come last.
+
+``VALIDATE_INPUTS`` runs when the graph is queued, before any node runs. ComfyUI passes it the
+widget values it names; an input fed by a link arrives as None (its value does not exist yet), an
+optional input that is not connected does not arrive at all (the default is used), and ComfyUI
+skips its own min/max checks for every input it names. So the checks here skip linked values,
+cover the widgets' ranges themselves, and leave what needs the model or a linked clip to the run.
 """
 
 from __future__ import annotations
 
 from . import glue
+from ..phenaki_core import PhenakiError
 from .sockets import COND, MODEL, TOKENS
 
 CATEGORY = "Phenaki"
@@ -42,8 +50,23 @@ REMASK = {"remask": (list(glue.REMASK_MODES), {"default": glue.DEFAULT_REMASK, "
     "model has one.")})}
 
 
+MODEL_TIP = "The Phenaki model from Load Phenaki."
+ABSENT = object()  # VALIDATE_INPUTS: an optional input that is not connected (a linked one arrives as None)
+
+
+def _refusal(check) -> "bool | str":
+    """VALIDATE_INPUTS' answer: True, or the one-line message the node would raise when it runs."""
+    try:
+        message = check()
+    except PhenakiError as exc:
+        return str(exc)
+    return message or True
+
+
 class PhenakiLoader:
-    DESCRIPTION = "Load a Phenaki checkpoint (models/phenaki, or the bundled Shapes World model) and its text encoder."
+    DESCRIPTION = ("Load a Phenaki text-to-video checkpoint (models/phenaki, or the bundled Shapes World model) "
+                   "and its text encoder.")
+    SEARCH_ALIASES = ["text to video", "t2v", "video model", "load video model", "phenaki checkpoint"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -63,6 +86,7 @@ class PhenakiLoader:
 
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded model, for Encode Text, Sample Scene, Chain Scenes and Encode Video.",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
@@ -72,12 +96,13 @@ class PhenakiLoader:
 
 class PhenakiEncodeText:
     DESCRIPTION = "Encode a prompt (and an optional negative prompt) with the model's own text encoder."
+    SEARCH_ALIASES = ["text to video", "t2v", "video prompt", "prompt", "text encode"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
+                "model": (MODEL, {"tooltip": MODEL_TIP + " Its text encoder encodes the prompt."}),
                 "prompt": ("STRING", {"multiline": True, "default": "a red circle moving right",
                                       "tooltip": "What happens in the scene."}),
             },
@@ -89,23 +114,33 @@ class PhenakiEncodeText:
 
     RETURN_TYPES = (COND,)
     RETURN_NAMES = ("cond",)
+    OUTPUT_TOOLTIPS = ("The encoded prompt, for Sample Scene with the same model (or one with the same text "
+                       "encoder).",)
     FUNCTION = "encode"
     CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, prompt=None):
+        if prompt is None:  # linked: known when the node runs
+            return True
+        return _refusal(lambda: glue.check_prompt(prompt) and None)
 
     def encode(self, model, prompt, negative_prompt=""):
         return (glue.encode_text(model, prompt, negative_prompt),)
 
 
 class PhenakiSampleScene:
-    DESCRIPTION = ("Generate one scene's tokens from a prompt; with a prime, the scene continues from the prime's "
-                   "last frames.")
+    DESCRIPTION = ("Generate one scene's tokens from a prompt (text to video); with a prime, the scene continues "
+                   "from the prime's last frames. Decode turns the tokens into frames.")
+    SEARCH_ALIASES = ["text to video", "t2v", "video", "generate video", "continue", "continue video",
+                      "extend video", "scene"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "cond": (COND,),
+                "model": (MODEL, {"tooltip": MODEL_TIP}),
+                "cond": (COND, {"tooltip": "The prompt, from Phenaki Encode Text."}),
                 "frames": _int(17, 1, 1025, FRAMES_TIP),
                 **SAMPLING,
             },
@@ -118,8 +153,21 @@ class PhenakiSampleScene:
 
     RETURN_TYPES = (TOKENS,)
     RETURN_NAMES = ("tokens",)
+    OUTPUT_TOOLTIPS = ("The scene's tokens, prime included: Phenaki Decode makes frames of them, or prime the next "
+                       "Sample Scene with them.",)
     FUNCTION = "sample"
     CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames=None, prime_frames=None, prime=ABSENT):
+        if frames is None:  # linked: known when the node runs
+            return True
+
+        def check(config):
+            glue.check_frames(config, frames)
+            if prime is not ABSENT and prime_frames is not None:  # a prime is connected
+                glue.check_prime_setting(config, prime_frames, frames)
+        return _refusal(lambda: glue.precheck(check))
 
     def sample(self, model, cond, frames, steps, cond_scale, temperature, critic_noise, seed, prime=None,
                prime_frames=5, remask=None):
@@ -128,14 +176,16 @@ class PhenakiSampleScene:
 
 
 class PhenakiChainScenes:
-    DESCRIPTION = ("A multi-scene story in one node: one prompt per line; each scene starts from the last "
-                   "prime_frames frames of the scene before.")
+    DESCRIPTION = ("A multi-scene story (text to video) in one node: one prompt per line; each scene starts from "
+                   "the last prime_frames frames of the scene before.")
+    SEARCH_ALIASES = ["story", "text to video", "t2v", "video", "long video", "multi scene", "storyboard",
+                      "continue"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
+                "model": (MODEL, {"tooltip": MODEL_TIP + " Its text encoder encodes every line."}),
                 "prompts": ("STRING", {"multiline": True,
                                        "default": "a red circle moving right\na red circle moving up",
                                        "tooltip": "One scene per line."}),
@@ -146,18 +196,36 @@ class PhenakiChainScenes:
                 **SAMPLING,
             },
             "optional": {
-                "negative_prompt": ("STRING", {"multiline": True, "default": ""}),
-                "prime": (TOKENS, {"tooltip": "Start the first scene from the end of this clip."}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
+                    "One negative prompt for every scene: guidance pushes away from it (empty: from no text).")}),
+                "prime": (TOKENS, {"tooltip": "Start the first scene from the end of this clip (Encode Video or "
+                                              "Sample Scene)."}),
                 **REMASK,
             },
         }
 
     RETURN_TYPES = ("IMAGE", "FLOAT", "STRING")
     RETURN_NAMES = ("images", "fps", "scene_starts")
-    OUTPUT_TOOLTIPS = ("Every new frame of the story, scene after scene.", "The model's frame rate.",
+    OUTPUT_TOOLTIPS = ("Every new frame of the story, scene after scene, for Create Video, Save Animated WEBP or "
+                       "Video Combine.", "The model's frame rate (8 for the bundled model): connect it to the "
+                                         "video node's fps.",
                        "The frame index where each scene starts, comma-separated.")
     FUNCTION = "chain"
     CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, prompts=None, frames_per_scene=None, prime_frames=None):
+        def check():
+            scenes = None if prompts is None else len(glue.story_prompts(prompts))
+            if frames_per_scene is None:
+                return None
+
+            def rule(config):
+                glue.check_frames(config, frames_per_scene, "frames_per_scene")
+                if scenes is not None and scenes > 1 and prime_frames is not None:
+                    glue.check_prime_frames(config, prime_frames, frames_per_scene, "frames_per_scene")
+            return glue.precheck(rule)
+        return _refusal(check)
 
     def chain(self, model, prompts, frames_per_scene, prime_frames, steps, cond_scale, temperature, critic_noise,
               seed, negative_prompt="", prime=None, remask=None):
@@ -168,31 +236,54 @@ class PhenakiChainScenes:
 
 
 class PhenakiEncodeVideo:
-    DESCRIPTION = ("Turn frames (Load Image, Load Video, ...) into tokens to continue from. Keeps the last 1 + k*2 "
-                   "frames (at most the model's max, 17 for the bundled one); resizes the short side to the model's size and centre-crops "
-                   "a square.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL,), "images": ("IMAGE", {"tooltip": "Frames [frames, H, W, C]."})}}
-
-    RETURN_TYPES = (TOKENS,)
-    RETURN_NAMES = ("tokens",)
-    FUNCTION = "encode"
-    CATEGORY = CATEGORY
-
-    def encode(self, model, images):
-        return (glue.encode_images(model, images),)
-
-
-class PhenakiDecode:
-    DESCRIPTION = "Decode tokens into frames (IMAGE) and the frame rate, for Create Video or Save Animated WEBP."
+    DESCRIPTION = ("Turn a clip's frames (IMAGE: Load Image on an animated GIF/WebP, Load Video -> Get Video "
+                   "Components, VideoHelperSuite's Load Video) into tokens to continue from. Resamples to the "
+                   "model's frame rate when source_fps is set, keeps the last 1 + k*2 frames (at most 17 for the "
+                   "bundled model) and makes each frame the model's square (crop). The report output says what was "
+                   "kept, dropped and cropped.")
+    SEARCH_ALIASES = ["video", "continue", "continue video", "extend video", "video to tokens", "prime",
+                      "encode video"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "tokens": (TOKENS,),
+                "model": (MODEL, {"tooltip": MODEL_TIP + " Its tokenizer encodes the frames."}),
+                "images": ("IMAGE", {"tooltip": "The clip's frames [frames, H, W, C], e.g. from Load Image (animated "
+                                                "GIF/WebP) or Get Video Components."}),
+            },
+            "optional": {
+                "crop": (list(glue.CROP_MODES), {"default": "center", "tooltip": (
+                    "How a frame becomes the model's square. center: fill the square, cutting the long side's ends "
+                    "(an off-centre subject can be cut away). pad: the whole frame, with black bars. fit: the "
+                    "whole frame, stretched.")}),
+                "source_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.01, "tooltip": (
+                    "The clip's frame rate (e.g. from Get Video Components or VideoHelperSuite's Video Info). The "
+                    "clip is resampled to the model's rate (8 fps for the bundled model) so the continuation "
+                    "moves at the clip's speed. 0: the frames are used as they are.")}),
+            },
+        }
+
+    RETURN_TYPES = (TOKENS, "STRING")
+    RETURN_NAMES = ("tokens", "report")
+    OUTPUT_TOOLTIPS = ("The clip as tokens: connect it to Sample Scene's or Chain Scenes' prime.",
+                       "What was kept, dropped, resampled and cropped, in one line.")
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+
+    def encode(self, model, images, crop="center", source_fps=0.0):
+        return glue.encode_images(model, images, crop, source_fps)
+
+
+class PhenakiDecode:
+    DESCRIPTION = "Decode tokens into frames (IMAGE) and the frame rate, for Create Video or Save Animated WEBP."
+    SEARCH_ALIASES = ["video", "decode video", "tokens to video", "text to video", "t2v"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "tokens": (TOKENS, {"tooltip": "Tokens from Sample Scene or Encode Video."}),
                 "include_prime": ("BOOLEAN", {"default": True, "tooltip": "Keep the frames the scene was primed "
                                                                           "with (off: only the new frames)."}),
             },
@@ -200,11 +291,34 @@ class PhenakiDecode:
 
     RETURN_TYPES = ("IMAGE", "FLOAT")
     RETURN_NAMES = ("images", "fps")
+    OUTPUT_TOOLTIPS = ("The frames [frames, H, W, 3], for Create Video, Save Animated WEBP or Video Combine.",
+                       "The model's frame rate (8 for the bundled model): connect it to the video node's fps.")
     FUNCTION = "decode"
     CATEGORY = CATEGORY
 
     def decode(self, tokens, include_prime=True):
         return glue.decode_tokens(tokens, include_prime), tokens.fps
+
+
+class PhenakiExampleClip:
+    DESCRIPTION = ("A short example clip shipped with the pack (a Shapes World clip at 8 fps), so the "
+                   "continue-a-clip template runs as opened. For your own clip use Load Image (animated GIF/WebP) "
+                   "or Load Video -> Get Video Components instead.")
+    SEARCH_ALIASES = ["example video", "sample clip", "video", "continue", "demo clip"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip": (glue.example_clip_choices(), {"tooltip": "One of the pack's example clips."})}}
+
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    OUTPUT_TOOLTIPS = ("The clip's frames [frames, H, W, 3].", "The clip's frame rate: connect it to Encode Video's "
+                                                               "source_fps.")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, clip):
+        return glue.load_example_clip(clip)
 
 
 NODE_CLASS_MAPPINGS = {
@@ -214,6 +328,7 @@ NODE_CLASS_MAPPINGS = {
     "PhenakiChainScenes": PhenakiChainScenes,
     "PhenakiEncodeVideo": PhenakiEncodeVideo,
     "PhenakiDecode": PhenakiDecode,
+    "PhenakiExampleClip": PhenakiExampleClip,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -223,4 +338,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PhenakiChainScenes": "Phenaki Chain Scenes",
     "PhenakiEncodeVideo": "Phenaki Encode Video",
     "PhenakiDecode": "Phenaki Decode",
+    "PhenakiExampleClip": "Phenaki Example Clip",
 }

@@ -5,7 +5,7 @@
 #   scripts/make_readme_preview.sh                 # the bundled model
 #   scripts/make_readme_preview.sh --checkpoint X  # any bundle (extra args go to `phenaki generate`)
 #
-# It renders the story workflow (workflows/phenaki_story.api.json: the same prompts, seed, frames,
+# It renders the story workflow (api_workflows/phenaki_story.api.json: the same prompts, seed, frames,
 # prime and sampling settings as its Phenaki Chain Scenes node) with `phenaki generate`, then writes
 #   docs/images/story.webp         the story, animated, 4x nearest-neighbour, the scene's prompt under it
 #   docs/images/story_frames.png   a still: one row per scene, every other frame of it
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PY=${PYTHON:-python}
-WORKFLOW=workflows/phenaki_story.api.json
+WORKFLOW=api_workflows/phenaki_story.api.json
 OUT=docs/images
 mkdir -p "$OUT"
 TMP=$(mktemp -d)

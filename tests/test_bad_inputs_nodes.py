@@ -89,7 +89,7 @@ def chain(model, prompts, frames=9, prime_frames=5, steps=STEPS, cond_scale=3.0,
 
 
 def encode_video(model, images):
-    (tokens,) = nodes["PhenakiEncodeVideo"]().encode(model, images)
+    tokens, _report = nodes["PhenakiEncodeVideo"]().encode(model, images)
     return tokens
 
 
@@ -156,8 +156,8 @@ def test_loader_refuses_bad_checkpoints(model, cond, reference, kwargs, message)
 
 # --- Encode Text ------------------------------------------------------------------------------------
 TEXT_CASES = [
-    ("", "prompt 1 is empty; describe the scene"),
-    ("  \n\t ", "prompt 1 is empty"),
+    ("", "prompt is empty; describe the scene"),
+    ("  \n\t ", "prompt is empty"),
     (None, "must be a string"),
     ("a red \udcff circle", "not valid text"),
 ]
@@ -193,7 +193,7 @@ SAMPLE_CASES = [
     (dict(frames=2), r"1 \+ k\*2"),
     (dict(frames=0), r"1 \+ k\*2"),
     (dict(frames=-1), r"1 \+ k\*2"),
-    (dict(frames=19), "at most 17 frames at once; use fewer frames, or Phenaki Chain Scenes"),
+    (dict(frames=19), "at most 17 frames at once; use at most 17, or Phenaki Chain Scenes"),
     (dict(frames=1025), "at most 17 frames"),
     (dict(steps=0), "steps must be an integer >= 1"),
     (dict(steps=-3), "steps must be an integer >= 1"),
@@ -291,6 +291,67 @@ def test_odd_but_valid_images_are_accepted(model):
     assert encode_video(model, torch.rand(1, 3, 5, 1)).num_frames == 1
     assert encode_video(model, torch.rand(4, 1, 1, 3)).num_frames == 3
     assert encode_video(model, torch.rand(2, 100, 7, 4)).num_frames == 1
+
+
+# --- the same checks before the graph runs (VALIDATE_INPUTS) ------------------------------------------
+ABSENT = sys.modules[f"{PACK}.nodes.phenaki_nodes"].ABSENT
+NEEDS_THE_RUN = ("longer than the prime clip",)  # the prime's length is known only when the node runs
+
+
+def pre_run(node: str, **inputs):
+    """What ComfyUI's validation gets from VALIDATE_INPUTS: True, or the message it shows on the node."""
+    return nodes[node].VALIDATE_INPUTS(**inputs)
+
+
+@pytest.mark.parametrize("kwargs, message", [c for c in SAMPLE_CASES if set(c[0]) <= {"frames", "prime", "prime_frames"}
+                                             and isinstance(c[0].get("frames", 9), int)])
+def test_sample_scene_refuses_the_same_before_the_run(model, cond, prime9, no_load, kwargs, message):
+    kwargs = dict(kwargs)
+    inputs = {"frames": kwargs.get("frames", 9), "prime_frames": kwargs.get("prime_frames", 5),
+              "prime": None if kwargs.pop("prime", False) else ABSENT}  # a linked prime arrives as None
+    if inputs["prime"] is ABSENT:
+        inputs.pop("prime")
+    error = refused(lambda: sample(model, cond, prime=prime9 if "prime" in inputs else None, **kwargs), message)
+    expected = True if any(phrase in str(error) for phrase in NEEDS_THE_RUN) else str(error)
+    assert pre_run("PhenakiSampleScene", **inputs) == expected
+
+
+@pytest.mark.parametrize("kwargs, message", [c for c in CHAIN_CASES if set(c[0]) <= {"prompts", "frames",
+                                                                                     "prime_frames"}
+                                             and c[0].get("prompts", "") is not None])  # None: a linked input
+def test_chain_scenes_refuses_the_same_before_the_run(model, no_load, kwargs, message):
+    kwargs = {"prompts": "a red circle\na blue square", **kwargs}
+    error = refused(lambda: chain(model, **kwargs), message)
+    inputs = {"prompts": kwargs["prompts"], "frames_per_scene": kwargs.get("frames", 9),
+              "prime_frames": kwargs.get("prime_frames", 5)}
+    assert pre_run("PhenakiChainScenes", **inputs) == str(error)
+
+
+@pytest.mark.parametrize("prompt, message", [c for c in TEXT_CASES if isinstance(c[0], str)])
+def test_encode_text_refuses_the_same_before_the_run(model, no_load, prompt, message):
+    error = refused(lambda: nodes["PhenakiEncodeText"]().encode(model, prompt, ""), message)
+    assert pre_run("PhenakiEncodeText", prompt=prompt) == str(error)
+
+
+def test_pre_run_checks_pass_valid_and_linked_inputs():
+    assert pre_run("PhenakiSampleScene", frames=17, prime_frames=5, prime=None) is True
+    assert pre_run("PhenakiSampleScene", frames=17, prime_frames=0) is True  # no prime: prime_frames is unused
+    assert pre_run("PhenakiSampleScene", frames=None, prime_frames=None, prime=None) is True  # linked widgets
+    assert pre_run("PhenakiChainScenes", prompts="one scene", frames_per_scene=17, prime_frames=4) is True
+    assert pre_run("PhenakiChainScenes", prompts=None, frames_per_scene=17, prime_frames=4) is True
+    assert pre_run("PhenakiEncodeText", prompt=None) is True
+
+
+def test_pre_run_checks_never_refuse_what_some_listed_checkpoint_accepts(monkeypatch, model):
+    """With checkpoints of different frame rules in models/phenaki, only what none of them accepts is refused."""
+    import dataclasses
+    base = model.config
+    longer = base.replace(maskgit=dataclasses.replace(base.maskgit, max_seq_len=base.cvivit.num_tokens(33)))
+    monkeypatch.setattr(glue, "listed_configs", lambda: [base, longer])
+    assert pre_run("PhenakiSampleScene", frames=33) is True  # too long for one, fine for the other
+    assert "at most 17 frames" in pre_run("PhenakiSampleScene", frames=35)
+    monkeypatch.setattr(glue, "listed_configs", lambda: [])  # nothing readable: the run checks everything
+    assert pre_run("PhenakiSampleScene", frames=16) is True
 
 
 def test_case_counts():

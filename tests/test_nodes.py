@@ -78,8 +78,9 @@ def decode(tokens, include_prime=True):
     return nodes["PhenakiDecode"]().decode(tokens, include_prime)
 
 
-def encode_video(model, images):
-    (tokens,) = nodes["PhenakiEncodeVideo"]().encode(model, images)
+def encode_video(model, images, **kwargs):
+    tokens, report = nodes["PhenakiEncodeVideo"]().encode(model, images, **kwargs)
+    assert isinstance(report, str) and "\n" not in report and "1 frames" not in report
     return tokens
 
 
@@ -109,7 +110,7 @@ def progress(monkeypatch):
 # --- the pack --------------------------------------------------------------------------------------
 def test_mappings_are_prefixed_and_complete():
     expected = {"PhenakiLoader", "PhenakiEncodeText", "PhenakiSampleScene", "PhenakiChainScenes",
-                "PhenakiEncodeVideo", "PhenakiDecode"}
+                "PhenakiEncodeVideo", "PhenakiDecode", "PhenakiExampleClip"}
     assert set(nodes) == expected
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == expected
     for name, cls in nodes.items():
@@ -120,6 +121,35 @@ def test_mappings_are_prefixed_and_complete():
     for name in ("PhenakiSampleScene", "PhenakiChainScenes"):
         seed = nodes[name].INPUT_TYPES()["required"]["seed"]
         assert seed[0] == "INT" and seed[1]["control_after_generate"] is True and seed[1]["max"] == 2**64 - 1
+
+
+def test_every_input_and_output_has_a_tooltip():
+    for name, cls in nodes.items():
+        for section, inputs in cls.INPUT_TYPES().items():
+            for input_name, (_kind, *options) in inputs.items():
+                assert options and options[0].get("tooltip"), f"{name}.{input_name} has no tooltip"
+        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES), f"{name}: a tooltip per output"
+        assert all(cls.OUTPUT_TOOLTIPS) and cls.DESCRIPTION, name
+
+
+SEARCHES = {  # what a user types into the node search -> the nodes it must find
+    "text to video": {"PhenakiSampleScene", "PhenakiChainScenes", "PhenakiEncodeText"},
+    "t2v": {"PhenakiSampleScene", "PhenakiChainScenes"},
+    "story": {"PhenakiChainScenes"},
+    "video": {"PhenakiSampleScene", "PhenakiChainScenes", "PhenakiEncodeVideo", "PhenakiDecode"},
+    "continue": {"PhenakiSampleScene", "PhenakiEncodeVideo"},
+}
+
+
+def searchable(cls, node_id: str) -> str:
+    """What ComfyUI's frontend searches: the node's id, display name and search aliases (SEARCH_ALIASES)."""
+    return " | ".join([node_id, pack.NODE_DISPLAY_NAME_MAPPINGS[node_id], *cls.SEARCH_ALIASES]).lower()
+
+
+@pytest.mark.parametrize("query", list(SEARCHES))
+def test_the_node_search_finds_the_right_nodes(query):
+    found = {node_id for node_id, cls in nodes.items() if query in searchable(cls, node_id)}
+    assert SEARCHES[query] <= found, f"{query!r} finds {sorted(found)}"
 
 
 def test_pack_structure_rules():
@@ -311,6 +341,67 @@ def test_encode_video_keeps_the_clip_end_and_fits_the_frames(model):
     assert tokens.num_frames == 17 and torch.equal(tokens.source[0], long[3:].permute(3, 0, 1, 2))
 
 
+def test_encode_video_reports_what_it_kept_and_cut(model, caplog):
+    with caplog.at_level("INFO"):
+        _, report = nodes["PhenakiEncodeVideo"]().encode(model, torch.rand(10, 12, 16, 3))
+    assert report == ("Phenaki Encode Video: kept the last 9 frames of 10, dropped 1 from the start (clips have "
+                      "1 + k*2 frames, at most 17); 16x12 centre-cropped to its middle 12x12 (about 2 px cut at the "
+                      "left and right), resized to 8x8")
+    assert report in caplog.text and caplog.records[-1].levelname == "WARNING"  # something was cut
+    _, report = nodes["PhenakiEncodeVideo"]().encode(model, torch.rand(1, 8, 8, 3))
+    assert report == "Phenaki Encode Video: kept the one frame; 8x8 as is"
+
+
+def subject_on_the_left(frames: int = 3) -> torch.Tensor:
+    """A 16:8 clip, black but for a white square at the far left (an off-centre subject)."""
+    images = torch.zeros(frames, 8, 16, 3)
+    images[:, 3:5, 0:2] = 1.0
+    return images
+
+
+def test_encode_video_crop_modes_keep_an_off_centre_subject(model):
+    centre = encode_video(model, subject_on_the_left())
+    assert centre.source.max() == 0  # cut away: the centre square holds nothing
+    padded = encode_video(model, subject_on_the_left(), crop="pad")
+    assert padded.source.shape == (1, 3, 3, 8, 8)
+    assert padded.source[..., :2, :].max() == 0 and padded.source[..., 6:, :].max() == 0  # black bars
+    assert padded.source[..., 2:6, :2].max() > 0.2  # the subject, at the left (halved: blurred)
+    stretched = encode_video(model, subject_on_the_left(), crop="fit")
+    assert stretched.source.shape == (1, 3, 3, 8, 8) and stretched.source[..., :, :2].max() > 0.2
+    with pytest.raises(ValueError, match="unknown crop 'zoom'; use one of center, pad, fit"):
+        encode_video(model, subject_on_the_left(), crop="zoom")
+
+
+def test_resample_indices_keep_the_last_frame_at_the_model_rate():
+    assert glue.resample_indices(25, 24.0, 8.0) == list(range(0, 25, 3))
+    assert glue.resample_indices(5, 4.0, 8.0) == [0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert glue.resample_indices(7, 8.0, 8.0) == list(range(7))
+    assert glue.resample_indices(10, 30.0, 8.0)[-1] == 9
+
+
+def test_encode_video_resamples_the_clip_to_the_model_rate(model):
+    images = torch.rand(60, 8, 8, 3)  # 2.5 s at 24 fps
+    tokens, report = nodes["PhenakiEncodeVideo"]().encode(model, images, "center", 24.0)
+    keep = glue.resample_indices(60, 24.0, 8.0)[-17:]  # every 3rd frame, the last 17 of them
+    assert keep == list(range(11, 60, 3))
+    assert torch.equal(tokens.source[0], images[keep].permute(3, 0, 1, 2))
+    assert "resampled 24 fps to the model's 8 fps (60 frames -> 20)" in report
+    assert "kept the last 17 frames of 20" in report
+    same_rate = encode_video(model, images[:9], source_fps=8.0)
+    assert torch.equal(same_rate.source[0], images[:9].permute(3, 0, 1, 2))
+    with pytest.raises(ValueError, match="source_fps must be a frame rate >= 0"):
+        encode_video(model, images, source_fps=float("nan"))
+
+
+def test_example_clip_node_gives_frames_and_their_rate():
+    choices = nodes["PhenakiExampleClip"].INPUT_TYPES()["required"]["clip"][0]
+    assert choices == ["phenaki_example_clip.gif"]
+    images, fps = nodes["PhenakiExampleClip"]().load(choices[0])
+    assert images.shape == (9, 64, 64, 3) and images.dtype == torch.float32 and fps == 8.0
+    with pytest.raises(ValueError, match="no example clip 'mine.gif'.*pick one of phenaki_example_clip.gif"):
+        nodes["PhenakiExampleClip"]().load("mine.gif")
+
+
 def test_encoded_clip_primes_a_scene_with_its_own_frames(model, cond):
     clip = encode_video(model, torch.rand(9, 8, 8, 3))
     whole = sample(model, cond, frames=17, prime=clip, prime_frames=9)
@@ -345,6 +436,30 @@ def test_chain_scenes_makes_a_story_with_scene_starts(model, progress):
     assert bar.total == 3 * STEPS and [value for value, _ in bar.updates] == list(range(1, 3 * STEPS + 1))
     again = chain(model, "a red circle moving right\na red circle moving up\na red circle", seed=3)[0]
     assert torch.equal(again, images)
+
+
+@pytest.mark.parametrize("with_prime", [False, True], ids=["story", "story from a clip"])
+def test_chain_scenes_previews_every_scene_with_its_prime(model, progress, monkeypatch, with_prime):
+    """Each scene's previews start with its prime; a scene's last preview is the scene the node returns."""
+    seen = []
+    real = glue.StepProgress.sheet
+    monkeypatch.setattr(glue.StepProgress, "sheet", staticmethod(lambda video: seen.append(video) or real(video)))
+    prime = encode_video(model, torch.rand(9, 8, 8, 3)) if with_prime else None
+    images, _, starts = chain(model, "a red circle moving right\na red circle moving up\na red circle", seed=3,
+                              prime=prime)
+    bounds = [int(s) for s in starts.split(",")] + [images.shape[0]]
+    (bar,) = progress
+    assert sum(preview is not None for _, preview in bar.updates) == len(seen) == 3 * STEPS
+    assert all(video.shape[1] == 17 for video in seen), [v.shape for v in seen]  # prime + new frames, every scene
+    for scene in range(3):
+        last = seen[(scene + 1) * STEPS - 1]  # (c, f, H, W) after the scene's last step
+        carried = 5 if scene or with_prime else 0
+        assert torch.equal(last[:, carried:].clamp(0, 1).permute(1, 2, 3, 0), images[bounds[scene]:bounds[scene + 1]])
+
+
+def test_chain_scenes_decodes_nothing_extra_without_previews(model, monkeypatch):
+    monkeypatch.setattr(glue.StepProgress, "decode", lambda *a: pytest.fail("decoded a preview nobody sees"))
+    assert chain(model, "a red circle\na blue square")[0].shape[0] == 17 + 12
 
 
 def test_chain_scenes_can_start_from_a_clip(model):

@@ -1,6 +1,7 @@
-"""Every workflow in workflows/: node types exist, links are valid, widget values fit the inputs,
-each UI workflow has an API-format twin that says the same thing, and the twins run through the
-pack's nodes (ComfyUI's own load/save nodes replaced by small stand-ins).
+"""Every workflow: node types exist, links are valid, widget values fit the inputs, each UI workflow
+(example_workflows/, ComfyUI's templates) has a thumbnail and an API-format twin (api_workflows/)
+that says the same thing, and the twins run through the pack's nodes (ComfyUI's own load/save
+nodes replaced by small stand-ins).
 
 The twins run on a tiny model in place of the bundled one (always), and on the bundled model
 itself when it is present.
@@ -24,11 +25,12 @@ from phenaki_core.pipeline import BUNDLED_CHECKPOINT
 
 from helpers import PACK, ROOT, build_tiny, load_pack, save_tiny_bundle
 
-WORKFLOWS = ROOT / "workflows"
+TEMPLATES = ROOT / "example_workflows"  # UI format only: ComfyUI's templates browser lists every *.json here
+API = ROOT / "api_workflows"  # the API-format twins, where the templates browser does not look
+EXAMPLE_CLIPS = ROOT / "nodes" / "example_clips"
 BUNDLED = "(bundled) shapes64"
-
-
-
+# ComfyUI lists <pack>/<folder>/*.json as templates for each of these folders (app/custom_node_manager.py)
+TEMPLATE_FOLDERS = ["example_workflows", "example", "examples", "workflow", "workflows"]
 
 pack = load_pack()
 glue = sys.modules[f"{PACK}.nodes.glue"]
@@ -129,23 +131,37 @@ def check_value(where: str, spec: Input, value) -> None:
 
 # --- loading the files -----------------------------------------------------------------------------
 def ui_files() -> list[Path]:
-    return sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith(".api.json"))
+    return sorted(TEMPLATES.glob("*.json"))
 
 
 def api_files() -> list[Path]:
-    return sorted(WORKFLOWS.glob("*.api.json"))
+    return sorted(API.glob("*.api.json"))
 
 
 def twin(path: Path) -> Path:
-    return path.with_name(path.name[: -len(".json")] + ".api.json")
+    """The API twin of a template: "Phenaki story.json" -> api_workflows/phenaki_story.api.json."""
+    return API / (path.stem.lower().replace(" ", "_") + ".api.json")
 
 
 def test_the_required_workflows_exist():
-    names = {p.name for p in ui_files()}
-    assert {"phenaki_text_to_scene.json", "phenaki_story.json", "phenaki_continue_clip.json"} <= names
+    names = {p.stem for p in ui_files()}
+    assert {"Phenaki text to video", "Phenaki story", "Phenaki continue a clip"} <= names
     assert {twin(p) for p in ui_files()} == set(api_files()), "every UI workflow needs an API twin and vice versa"
-    for path in WORKFLOWS.rglob("*.json"):
+    for path in [*TEMPLATES.rglob("*.json"), *API.rglob("*.json")]:
         json.loads(path.read_text())  # every JSON parses
+
+
+def test_the_templates_browser_lists_only_ui_workflows_each_with_a_thumbnail():
+    """What ComfyUI's /workflow_templates route lists for this pack: UI graphs only, each with <name>.jpg."""
+    listed = [p for folder in TEMPLATE_FOLDERS for p in (ROOT / folder).glob("*.json")]
+    assert sorted(listed) == ui_files()
+    for path in listed:
+        assert "nodes" in json.loads(path.read_text()), f"{path.name} is not a UI workflow"
+        thumbnail = path.with_suffix(".jpg")
+        assert thumbnail.is_file(), f"{path.name} has no thumbnail {thumbnail.name}"
+        with Image.open(thumbnail) as image:
+            assert image.format == "JPEG" and min(image.size) >= 128 and thumbnail.stat().st_size < 200_000
+            assert np.asarray(image.convert("L")).std() > 5, f"{thumbnail.name} is blank"
 
 
 @pytest.mark.parametrize("path", ui_files(), ids=lambda p: p.name)
@@ -255,17 +271,20 @@ def test_api_prompt_is_valid(path):
         assert not unknown, f"{path.name} node {node_id}: unknown inputs {sorted(unknown)}"
 
 
-def test_continue_workflow_ships_its_example_clip():
-    prompt = json.loads((WORKFLOWS / "phenaki_continue_clip.api.json").read_text())
-    for entry in prompt.values():
-        if entry["class_type"] == "LoadImage":
-            assert (WORKFLOWS / "input" / entry["inputs"]["image"]).is_file()
+def test_every_template_runs_as_opened_without_files_from_the_user():
+    """No template needs a file in ComfyUI's input folder (Load Image would fail until one is copied)."""
+    for path in ui_files():
+        workflow = json.loads(path.read_text())
+        for node in workflow["nodes"]:
+            assert node["type"] not in ("LoadImage", "LoadVideo"), f"{path.name}: needs a file the user must copy"
+            if node["type"] == "PhenakiExampleClip":
+                assert (EXAMPLE_CLIPS / node["widgets_values"][0]).is_file()
 
 
 # --- running the API twins -------------------------------------------------------------------------
 def load_image_frames(name: str) -> torch.Tensor:
     """LoadImage's result for an animated file: every frame, [f, H, W, 3] float32 in 0..1."""
-    with Image.open(WORKFLOWS / "input" / name) as image:
+    with Image.open(EXAMPLE_CLIPS / name) as image:
         frames = [np.asarray(frame.convert("RGB"), dtype=np.float32) / 255 for frame in ImageSequence.Iterator(image)]
     return torch.from_numpy(np.stack(frames))
 
@@ -330,10 +349,8 @@ def run_prompt(prompt: dict, standins: StandIns) -> dict:
     return results
 
 
-EXPECTED_FRAMES = {"phenaki_text_to_scene.api.json": 17, "phenaki_story.api.json": 17 + 12 + 12,
-                   "phenaki_continue_clip.api.json": 17}
-
-
+EXPECTED_FRAMES = {"phenaki_text_to_video.api.json": 17, "phenaki_story.api.json": 17 + 12 + 12,
+                   "phenaki_continue_a_clip.api.json": 17}
 
 
 @pytest.fixture(scope="module")
