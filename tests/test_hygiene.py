@@ -258,7 +258,7 @@ def test_nodes_run_offline(tmp_path, no_network):
     (cond,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right", "a blue square")
     tokens = node_sample(model, cond, seed=0, steps=2)
     images, _ = nodes["PhenakiDecode"]().decode(tokens, True)
-    (clip,) = nodes["PhenakiEncodeVideo"]().encode(model, images)
+    clip, _report = nodes["PhenakiEncodeVideo"]().encode(model, images)
     story, _, starts = nodes["PhenakiChainScenes"]().chain(model, "a red circle\na blue square", 9, 5, 2, 3.0, 0.9,
                                                            1.0, 0, "", clip)
     assert story.shape == (8, 8, 8, 3) and starts == "0,4"
