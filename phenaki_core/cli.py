@@ -12,10 +12,16 @@ Bad input ends with a one-line ``error: ...`` message and exit status 2, never a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import math
+import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -109,13 +115,25 @@ def _check_frames_early(args, stories: list[list[str]]) -> None:
     """Validate frame counts against the checkpoint's header, before the slow model load."""
     from .checkpoint import read_metadata
     from .pipeline import check_prime_length, default_checkpoint
-    config, _, _ = read_metadata(args.checkpoint or default_checkpoint())
+    path = args.checkpoint or default_checkpoint()
+    config, _, extra = read_metadata(path)
+    _check_transformer_trained(path, extra)
     config.cvivit.check_num_frames(args.frames, "--frames")
     if args.frames > config.max_frames:
         raise InputError(f"--frames {args.frames} is more than this model attends over ({config.max_frames})")
     multi_scene = any(len(scenes) > 1 for scenes in stories)
     if multi_scene and args.prime_frames:
         check_prime_length(args.prime_frames, args.frames, config.cvivit.temporal_patch_size, "--prime-frames")
+
+
+def _check_transformer_trained(path, extra: dict) -> None:
+    """Refuse a bundle whose training history has no stage-2 run: its transformer makes noise."""
+    history = extra.get("history")
+    if not isinstance(history, list) or not history or "converted_from" in extra:
+        return  # no record (a converted or hand-made bundle): nothing to judge by
+    if not any(isinstance(h, dict) and h.get("stage") == "transformer" for h in history):
+        raise InputError(f"{path} holds a trained tokenizer only: its transformer was never trained, so it would "
+                         f"generate noise. Train stage 2 first: phenaki train transformer RUN_DIR --tokenizer {path}")
 
 
 def cmd_generate(args) -> int:
@@ -187,6 +205,87 @@ def cmd_generate(args) -> int:
 
 
 # --- train ------------------------------------------------------------------------------------------
+DEFAULT_PRESET = "shapes64"
+# What each preset is for (`phenaki train --list-presets`); presets not named here show their docstring.
+PRESET_USES = {
+    "tiny": "unit tests: 8x8 frames, 24-d text (not MiniLM), so stage 2 cannot train it",
+    "tiny-shapes": "smoke tests and the worked example in docs/training.md: trains in seconds on a CPU",
+    "shapes64": "the bundled model; a practical size for your own clips on a CPU (default)",
+    "S": "a GPU size: 4x the tokens of shapes64 per clip",
+    "L": "the paper's tokenizer geometry; GPU only, 768-d text (T5-base width, not MiniLM)",
+}
+
+
+def preset_table() -> str:
+    """The presets, one line each: frame size, frames, tokens, parameters, text width, use."""
+    import torch
+
+    from .config import PRESETS
+    from .phenaki import Phenaki
+    rows = [("preset", "frames", "tokens/frame", "tokens/clip", "tokenizer", "transformer", "text", "for")]
+    for name, build in PRESETS.items():
+        config = build()
+        with torch.device("meta"):  # counts parameters without allocating them
+            model = Phenaki(config)
+        cv = config.cvivit
+        tokenizer = sum(p.numel() for p in model.cvivit.parameters())
+        rest = sum(p.numel() for p in model.parameters()) - tokenizer
+        grid = cv.image_size // cv.patch_size
+        use = PRESET_USES.get(name) or (build.__doc__ or "").strip().splitlines()[0]
+        rows.append((name, f"{config.max_frames} x {cv.image_size}x{cv.image_size}", f"{grid}x{grid}",
+                     str(cv.num_tokens(config.max_frames)), f"{tokenizer / 1e6:.2f}M", f"{rest / 1e6:.2f}M",
+                     f"{config.maskgit.text_dim}-d", use))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+
+
+def _add_train_config_args(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (but ``stage``), its help and default from the field."""
+    from .training.config import TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "stage":
+            continue
+        meta, default, flag = f.metadata, f.default, "--" + f.name.replace("_", "-")
+        shown = "off" if default is False else f"{default:g}" if isinstance(default, float) else default
+        help_text = f"{meta['help']} (default: {shown})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif isinstance(default, int):
+            parser.add_argument(flag, type=_int_at_least(int(meta["low"])), metavar="N", help=help_text)
+        elif isinstance(default, float):
+            parser.add_argument(flag, type=_finite_float, metavar="X", help=help_text)
+        else:
+            parser.add_argument(flag, choices=meta["choices"], help=help_text)
+
+
+def _train_config(args):
+    from .training import TrainConfig
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "stage"]
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return TrainConfig(stage=args.stage, **given)
+
+
+def _model_config(args):
+    """The model to train: a resumed run's own; else --preset; else the --init-from bundle's, or in
+    stage 2 the --tokenizer bundle's; else the default preset."""
+    from .checkpoint import read_metadata
+    from .config import PhenakiConfig, preset
+    from .training import STATE_FILE
+    from .training.state import read_state_header
+    state = Path(args.run_dir) / STATE_FILE
+    if not args.no_resume and state.is_file():
+        config = PhenakiConfig.from_dict(read_state_header(state)[1]["model_config"])
+        if args.preset and preset(args.preset) != config:
+            logger.warning("%s continues its own model; --preset %s is ignored", args.run_dir, args.preset)
+        return config
+    if args.preset:
+        return preset(args.preset)
+    bundle = args.init_from or (args.tokenizer if args.stage == "transformer" else None)
+    if bundle:
+        return read_metadata(bundle)[0]
+    return preset(DEFAULT_PRESET)
+
+
 def _training_dataset(args, model_config):
     """The --data folder or --shards directory, or None for Shapes World."""
     if args.data and args.shards:
@@ -197,37 +296,77 @@ def _training_dataset(args, model_config):
         from .data.shards import TokenShardDataset, collate_shards
         return TokenShardDataset(args.shards), collate_shards
     if args.data:
-        return _video_folder(args.data, args, model_config), None
+        return _video_folder(args.data, args, model_config, seed=args.data_seed or 0), None
     return None, None
 
 
-def _video_folder(root, args, model_config):
+def _video_folder(root, args, model_config, seed: int, **settings):
     from .data.video_folder import VideoFolderConfig, VideoFolderDataset
     overrides = {k: v for k, v in {"num_frames": args.frames, "fps": args.fps}.items() if v is not None}
-    config = VideoFolderConfig.for_model(model_config, **overrides)
+    config = VideoFolderConfig.for_model(model_config, **overrides, **settings)
     model_config.cvivit.check_num_frames(config.num_frames, "--frames")
-    return VideoFolderDataset(root, config, seed=args.data_seed or 0)
+    return VideoFolderDataset(root, config, seed=seed)
+
+
+def _resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this run: the same one, without --stop-at and --no-resume."""
+    from .training.distributed import launched_by_torchrun
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--stop-at":
+            skip = True
+        elif arg != "--no-resume" and not arg.startswith("--stop-at="):
+            kept.append(arg)
+    launcher = ["torchrun", "[your torchrun options]", "-m", "phenaki_core.cli"] if launched_by_torchrun() else ["phenaki"]
+    return shlex.join([*launcher, *kept])
+
+
+class _StopRequest(threading.Event):
+    """Set by SIGINT/SIGTERM; ``signum`` says which."""
+
+    signum: int = signal.SIGINT
+
+
+@contextlib.contextmanager
+def _save_on_signals(stop: _StopRequest):
+    """SIGINT (Ctrl-C) and SIGTERM set ``stop``: the trainer checkpoints after the current step and
+    returns. A second signal stops at once (KeyboardInterrupt), without saving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.signum = signum
+        stop.set()
+        logger.warning("%s: saving a checkpoint after this step (again to stop at once, unsaved)",
+                       signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def cmd_train(args) -> int:
+    if args.list_presets:
+        print(preset_table())
+        return 0
+    if not args.stage or not args.run_dir:
+        raise InputError("give the stage and the run directory: phenaki train tokenizer|transformer RUN_DIR "
+                         "(--list-presets shows the model sizes)")
     import torch
 
-    from .config import preset
     from .pipeline import resolve_device
-    from .training import TrainConfig, Trainer
+    from .training import Trainer
     from .training.distributed import init_distributed, launched_by_torchrun, shutdown_distributed
 
-    overrides = {k: v for k, v in {
-        "stage": args.stage, "steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
-        "lr": args.lr, "warmup_steps": args.warmup_steps, "ema_decay": args.ema_decay, "seed": args.seed,
-        "data_seed": args.data_seed, "checkpoint_every": args.checkpoint_every, "preview_every": args.preview_every,
-        "num_workers": args.num_workers, "precision": args.precision, "entropy_weight": args.entropy_weight,
-        "commit_weight": args.commit_weight, "foreground_weight": args.foreground_weight,
-        "halo_weight": args.halo_weight, "log_every": args.log_every, "text_token_drop": args.text_token_drop,
-        "pooled_text_token": args.pooled_text_token, "text_pooled_only": args.text_pooled_only,
-        "text_noise": args.text_noise,
-        "decoder_only": args.decoder_only or None}.items() if v is not None}
-    train_config = TrainConfig(**overrides)
+    train_config = _train_config(args)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -236,8 +375,11 @@ def cmd_train(args) -> int:
         ctx = init_distributed(device.type)
         if device.type == "cuda":
             device = torch.device("cuda", ctx.local_rank)
+        if not ctx.is_main:  # rank 0 reports; the others would repeat every line
+            logging.getLogger().setLevel(logging.ERROR)
+    stop = _StopRequest()
     try:
-        model_config = preset(args.preset)
+        model_config = _model_config(args)
         dataset, collate_fn = _training_dataset(args, model_config)
         encoder = None
         if args.stage == "transformer":
@@ -250,25 +392,38 @@ def cmd_train(args) -> int:
                           dataset=dataset, collate_fn=collate_fn, dist=ctx)
         if args.shards:
             dataset.index.check_model(trainer.model, trainer.text_spec if encoder is not None else None)
-        result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at, on_step=_test_hold())
+        with _save_on_signals(stop):
+            result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at, on_step=_test_hold(stop),
+                                 stop=stop)
     finally:
         if ctx is not None:
             shutdown_distributed()
-    if ctx is None or ctx.is_main:
-        print(f"step {result.step}: loss {result.last_loss:.4f}; bundle at {result.bundle}")
-    return 0
+    if ctx is not None and not ctx.is_main:
+        return 0
+    steps = trainer.train_config.steps
+    if result.finished_before:
+        print(f"{args.run_dir} already finished: step {result.step} of {steps}; bundle at {result.bundle}. "
+              f"To train on, raise --steps; to start over, add --no-resume or use another run directory")
+        return 0
+    print(f"step {result.step}: loss {result.last_loss:.4f}; bundle at {result.bundle}")
+    if result.stopped is None:
+        return 0
+    why = {"signal": f"stopped by {signal.Signals(stop.signum).name}",
+           "time": f"stopped after --max-minutes {args.max_minutes}",
+           "stop_at": "stopped at --stop-at"}[result.stopped]
+    print(f"{why} at step {result.step} of {steps}, checkpoint saved; resume with: {_resume_command(args.argv)}")
+    return 128 + stop.signum if result.stopped == "signal" else 0
 
 
-# For tests only: the crash-resume test kills training mid-run by construction, not by timing.
+# For tests only: the crash-resume tests stop training mid-run by construction, not by timing.
 TEST_HOLD_ENV = "PHENAKI_TEST_HOLD_AT_STEP"
 
 
-def _test_hold():
+def _test_hold(stop: threading.Event):
     """With ``PHENAKI_TEST_HOLD_AT_STEP=N`` set, the run computes step N and then waits, unsaved, until
-    it is killed, so a test can kill it at a random moment without it ever reaching its last step.
-    Not a user option: nothing else reads the variable."""
-    import os
-
+    it is killed or signalled (SIGINT/SIGTERM set ``stop``: the run then saves step N and returns), so
+    a test can stop it at a random moment without it ever reaching its last step. Not a user
+    option: nothing else reads the variable."""
     value = os.environ.get(TEST_HOLD_ENV)
     if not value:
         return None
@@ -277,8 +432,8 @@ def _test_hold():
     def on_step(step: int, loss: float) -> None:
         if step == hold:
             logger.warning("%s=%d: holding until killed", TEST_HOLD_ENV, hold)
-            while True:
-                time.sleep(60)
+            while not stop.is_set():
+                time.sleep(0.05)
     return on_step
 
 
@@ -286,20 +441,19 @@ def cmd_precompute(args) -> int:
     import torch
 
     from .checkpoint import load_bundle
-    from .data.shards import precompute_shards
+    from .data.shards import check_output_folder, precompute_shards
     from .pipeline import resolve_device
+    check_output_folder(args.out_dir, args.overwrite)  # before the model loads
     if args.threads:
         torch.set_num_threads(args.threads)
-    bundle = load_bundle(args.tokenizer)
     device = resolve_device(args.device)
+    bundle = load_bundle(args.tokenizer)
     model = bundle.model.to(device)
-    dataset = _video_folder(args.data_dir, args, model.config)
+    dataset = _video_folder(args.data_dir, args, model.config, seed=args.data_seed, offset=args.offset)
     encoder = None
     if not model.config.maskgit.unconditional:
         from .text import load_text_encoder
         encoder = load_text_encoder(bundle.text_encoder, device="cpu")
-        if args.pooled_text_token:
-            encoder = encoder.with_pooled_token()
     index = precompute_shards(dataset, model, encoder, args.out_dir, batch_size=args.batch_size,
                               shard_size=args.shard_size, overwrite=args.overwrite)
     print(f"wrote {index.num_items} items in {len(index.shards)} shards to {args.out_dir}")
@@ -331,6 +485,8 @@ def cmd_eval(args) -> int:
         from .video_io import check_output_path
         check_output_path(args.out, kind="file")
     config, text_spec, _ = read_metadata(args.checkpoint or default_checkpoint())
+    if args.data:
+        return _write_report(_eval_folder(args), args.out)
     if args.text_probe:
         if args.tokenizer_only or args.prompts_only:
             raise InputError("--text-probe measures the text encoder alone; drop --tokenizer-only/--prompts-only")
@@ -349,6 +505,25 @@ def cmd_eval(args) -> int:
                                  tokenizer_only=args.tokenizer_only, prompts_only=args.prompts_only,
                                  t5_folder=args.t5_folder)
     return _write_report(report, args.out)
+
+
+def _eval_folder(args) -> dict:
+    """``eval --tokenizer-only --data FOLDER``: the tokenizer's reconstruction PSNR on the folder's clips."""
+    if not args.tokenizer_only or args.prompts_only or args.text_probe:
+        raise InputError("--data measures a tokenizer's reconstructions of your clips: pass it with --tokenizer-only "
+                         "(and without --prompts-only/--text-probe)")
+    from .checkpoint import load_bundle
+    from .evaluation.reconstruction import folder_reconstruction
+    from .pipeline import default_checkpoint, resolve_device
+    device = resolve_device(args.device)
+    path = args.checkpoint or default_checkpoint()
+    bundle = load_bundle(path, device=device, dtype="fp32")
+    dataset = _video_folder(args.data, args, bundle.model.config, seed=0, offset="center")
+    started = time.time()
+    report = folder_reconstruction(bundle.model.cvivit, dataset, device=device)
+    return {"checkpoint": str(path), "data": str(dataset.root), "frames": dataset.config.num_frames,
+            "fps": dataset.config.fps, "image_size": dataset.config.image_size, **report,
+            "folder": dataset.report().summary(), "seconds": round(time.time() - started, 1)}
 
 
 def _write_report(report: dict, out: Optional[str]) -> int:
@@ -387,11 +562,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="phenaki", description="Phenaki text-to-video (phenaki_core)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_generate_parser(sub) -> None:
     gen = sub.add_parser("generate", help="prompts -> video; each prompt is a scene, chained by priming")
     gen.add_argument("prompts", nargs="*", help="one prompt per scene")
     gen.add_argument("-o", "--output", help="output file (.gif .webp .png .mp4) or a directory for PNG frames")
@@ -402,75 +573,62 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(gen)
     gen.set_defaults(func=cmd_generate)
 
-    train = sub.add_parser("train", help="train stage 1 (tokenizer) or stage 2 (transformer); torchrun for several processes")
-    train.add_argument("stage", choices=("tokenizer", "transformer"))
-    train.add_argument("run_dir", help="run directory (checkpoints, previews, metrics); resumes if present")
-    train.add_argument("--preset", default="shapes64", help="model config preset (default shapes64)")
-    train.add_argument("--tokenizer", help="stage 2: the stage-1 bundle whose tokenizer to freeze")
-    train.add_argument("--init-from", help="warm-start from a bundle with the same architecture")
-    train.add_argument("--data", help="a folder of captioned clips to train on (default: Shapes World)")
-    train.add_argument("--shards", help="stage 2: token shards written by `phenaki precompute`")
-    train.add_argument("--frames", type=_positive_int, help="--data: frames per clip, 1 + k * temporal patch")
-    train.add_argument("--fps", type=_finite_float, help="--data: sample clips at this frame rate")
-    train.add_argument("--data-seed", type=_non_negative_int, help="data order and clip offsets")
-    train.add_argument("--steps", type=_positive_int)
-    train.add_argument("--batch-size", type=_positive_int,
-                       help="global batch per optimizer step (all processes and micro-batches)")
-    train.add_argument("--grad-accum", type=_positive_int, help="micro-batches accumulated per step, per process")
-    train.add_argument("--lr", type=_finite_float)
-    train.add_argument("--warmup-steps", type=_non_negative_int)
-    train.add_argument("--ema-decay", type=_finite_float)
-    train.add_argument("--seed", type=_non_negative_int)
-    train.add_argument("--checkpoint-every", type=_positive_int)
-    train.add_argument("--preview-every", type=_positive_int)
-    train.add_argument("--num-workers", type=_non_negative_int)
-    train.add_argument("--precision", choices=("auto", "fp32", "bf16"))
-    train.add_argument("--entropy-weight", type=_finite_float, help="stage 1: LFQ entropy loss weight")
-    train.add_argument("--commit-weight", type=_finite_float, help="stage 1: LFQ commitment loss weight")
-    train.add_argument("--foreground-weight", type=_finite_float,
-                       help="stage 1: extra weight of foreground pixels (sparse content on a flat background)")
-    train.add_argument("--halo-weight", type=_finite_float,
-                       help="stage 1: extra weight of background pixels the reconstruction draws as foreground "
-                            "(set it to --foreground-weight to keep objects from bloating)")
-    train.add_argument("--decoder-only", action="store_true",
-                       help="stage 1: fine-tune only the decoder of the --init-from model; its token ids stay the "
-                            "same, so the transformer it carries keeps working and needs no retraining")
-    train.add_argument("--log-every", type=_positive_int, help="steps between metrics.jsonl lines")
-    train.add_argument("--device", default="auto")
-    train.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
-    train.add_argument("--text-token-drop", type=_finite_float,
-                       help="stage 2: hide each caption token but the first with this probability (0 to 1)")
-    train.add_argument("--pooled-text-token", action="store_true", default=None,
-                       help="stage 2: start the text condition with the prompt's mean-pooled sentence embedding "
-                            "(helps wording the model never saw; kept by warm starts from such a model)")
-    train.add_argument("--text-pooled-only", type=_finite_float, metavar="P",
-                       help="stage 2, with --pooled-text-token: with this probability show a caption only "
-                            "through its pooled token (0 to 1)")
-    train.add_argument("--text-noise", type=_finite_float, metavar="SIGMA",
-                       help="stage 2: add Gaussian noise of SIGMA times each caption token's RMS to its embedding")
-    train.add_argument("--max-minutes", type=_finite_float, help="checkpoint and stop after this long")
+
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser("train", help="train stage 1 (tokenizer) or stage 2 (transformer); torchrun for several "
+                                         "processes",
+                           description="Train stage 1 (tokenizer) or stage 2 (transformer). Re-running the same "
+                                       "command resumes; Ctrl-C and SIGTERM save a checkpoint first.")
+    train.add_argument("stage", nargs="?", choices=("tokenizer", "transformer"),
+                       help="tokenizer (stage 1: C-ViViT) or transformer (stage 2: MaskGit and critic)")
+    train.add_argument("run_dir", nargs="?", help="run directory (checkpoints, previews, metrics); resumes if present")
+    train.add_argument("--list-presets", action="store_true", help="show the model presets and exit")
+    train.add_argument("--preset", help=f"model size (--list-presets). Default: a resumed run's own model; else "
+                                        f"the --init-from bundle's, or in stage 2 the --tokenizer bundle's; else "
+                                        f"{DEFAULT_PRESET}")
+    train.add_argument("--tokenizer", metavar="BUNDLE", help="stage 2: the stage-1 bundle whose tokenizer to freeze")
+    train.add_argument("--init-from", metavar="BUNDLE", help="warm-start from a bundle with the same architecture")
+    train.add_argument("--data", metavar="FOLDER", help="a folder of captioned clips to train on (default: Shapes World)")
+    train.add_argument("--shards", metavar="FOLDER", help="stage 2: token shards written by `phenaki precompute`")
+    train.add_argument("--frames", type=_positive_int, metavar="N", help="--data: frames per clip, 1 + k * temporal patch "
+                                                             "(default: 17, or fewer if the model makes fewer)")
+    train.add_argument("--fps", type=_finite_float, metavar="X", help="--data: sample clips at this frame rate (default: the "
+                                                          "model's)")
+    settings = train.add_argument_group("training settings (TrainConfig; a resumed run keeps its own, but for "
+                                        "--steps, --grad-accum, --num-workers and the intervals)")
+    _add_train_config_args(settings)
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    train.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    train.add_argument("--max-minutes", type=_finite_float, metavar="X", help="checkpoint and stop after this long")
     train.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                        help="checkpoint and stop at this step; the schedule still runs to --steps (resume to go on)")
     train.add_argument("--no-resume", action="store_true", help="start over even if the run directory has a state")
     train.set_defaults(func=cmd_train)
 
+
+def _add_precompute_parser(sub) -> None:
     pre = sub.add_parser("precompute", help="tokenize a video folder and encode its captions once (stage-2 shards)")
     pre.add_argument("data_dir", help="a folder of captioned clips")
     pre.add_argument("out_dir", help="where the shards go")
     pre.add_argument("--tokenizer", required=True, help="the stage-1 bundle whose tokenizer (and text encoder) to use")
-    pre.add_argument("--frames", type=_positive_int, help="frames per clip, 1 + k * temporal patch")
-    pre.add_argument("--fps", type=_finite_float, help="sample clips at this frame rate")
-    pre.add_argument("--data-seed", type=_non_negative_int, default=0)
-    pre.add_argument("--batch-size", type=_positive_int, default=8)
-    pre.add_argument("--shard-size", type=_positive_int, default=1024)
+    pre.add_argument("--frames", type=_positive_int, help="frames per clip, 1 + k * temporal patch (default: 17, "
+                                                           "or fewer if the model makes fewer)")
+    pre.add_argument("--fps", type=_finite_float, help="sample clips at this frame rate (default: the model's)")
+    pre.add_argument("--offset", choices=("random", "start", "center"), default="random",
+                     help="where in each clip the window starts: drawn once with --data-seed, the first or the "
+                          "middle possible frame; frozen into the shards (default: random)")
+    pre.add_argument("--data-seed", type=_non_negative_int, default=0, help="the random offsets (default: 0)")
+    pre.add_argument("--batch-size", type=_positive_int, default=8, help="clips tokenized at once (default: 8)")
+    pre.add_argument("--shard-size", type=_positive_int, default=1024, help="clips per shard file (default: 1024)")
     pre.add_argument("--overwrite", action="store_true", help="replace existing shards in out_dir")
-    pre.add_argument("--pooled-text-token", action="store_true",
-                     help="encode captions with the pooled sentence token first, for `train --pooled-text-token`")
-    pre.add_argument("--device", default="auto")
+    pre.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     pre.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     pre.set_defaults(func=cmd_precompute)
 
-    ev = sub.add_parser("eval", help="measure a checkpoint on Shapes World, write a JSON report")
+
+def _add_eval_parser(sub) -> None:
+    ev = sub.add_parser("eval", help="measure a checkpoint on Shapes World (or a tokenizer on your clips), write a "
+                                     "JSON report")
     ev.add_argument("--checkpoint", default=None)
     ev.add_argument("--seeds", type=_positive_int, default=2)
     ev.add_argument("--steps", type=_positive_int, default=18)
@@ -480,7 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")
     ev.add_argument("--tokenizer-only", action="store_true",
-                    help="measure only the tokenizer: PSNR and how its reconstructions read (stage-1 runs)")
+                    help="measure only the tokenizer: PSNR and how its reconstructions read (stage-1 runs); "
+                         "with --data, its PSNR on your clips")
+    ev.add_argument("--data", metavar="FOLDER",
+                    help="with --tokenizer-only: measure reconstruction on this folder of clips instead of "
+                         "Shapes World (keep some clips out of training for an honest number)")
+    ev.add_argument("--frames", type=_positive_int, help="--data: frames per clip (default: 17, or fewer if the "
+                                                          "model makes fewer)")
+    ev.add_argument("--fps", type=_finite_float, help="--data: sample clips at this frame rate (default: the "
+                                                       "model's)")
     ev.add_argument("--prompts-only", action="store_true",
                     help="measure only the canonical and held-out prompts (skip the tokenizer, chains and "
                          "diversity; about 40%% of the time)")
@@ -491,6 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="write the JSON report here")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_export_parser(sub) -> None:
     ex = sub.add_parser("export", help="re-save a bundle (e.g. EMA weights in fp16 for shipping)")
     ex.add_argument("source")
     ex.add_argument("target")
@@ -498,17 +666,30 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--note", help="a note stored in the bundle's metadata")
     ex.set_defaults(func=cmd_export)
 
+
+def _add_convert_parser(sub) -> None:
     conv = sub.add_parser("convert", help="phenaki-pytorch .pt state dict -> bundle (reads weights_only=True)")
     conv.add_argument("source", help="the phenaki-pytorch Phenaki state dict (.pt)")
     conv.add_argument("target", help="output bundle (.safetensors)")
     conv.add_argument("--tokenizer", required=True, help="a bundle whose tokenizer and config to use")
     conv.set_defaults(func=cmd_convert)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="phenaki", description="Phenaki text-to-video (phenaki_core)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_generate_parser, _add_train_parser, _add_precompute_parser, _add_eval_parser,
+                _add_export_parser, _add_convert_parser):
+        add(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not args.verbose:
         for noisy in ("transformers", "huggingface_hub", "httpx"):
@@ -530,7 +711,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        saved = " (the run directory keeps its last checkpoint: re-run the command to resume)" \
+            if args.command == "train" else ""
+        print(f"error: interrupted{saved}", file=sys.stderr)
         return 130
 
 

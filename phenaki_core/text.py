@@ -8,20 +8,15 @@
 Both load with ``local_files_only=True`` from a folder on disk: nothing reaches the network.
 A checkpoint records the ``TextEncoderSpec`` it was trained with; loading it with another
 encoder is an error naming both.
-
-``TextEncoderSpec.pooled_token``: the condition starts with one extra token, the mean of the
-per-token states over the prompt (the sentence embedding all-MiniLM-L6-v2 was trained to make
-similar for similar sentences), so a model can read wording it never saw in training.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import logging
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -49,37 +44,32 @@ class TextEncoderSpec:
     dim: int
     sha256: str = ""  # of the weight file; empty when unknown
     max_length: int = DEFAULT_MAX_LENGTH
-    pooled_token: bool = False  # the condition starts with the prompt's mean-pooled sentence embedding
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        if not self.pooled_token:  # records of models without it stay as they were
-            del data["pooled_token"]
-        return data
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TextEncoderSpec":
         try:
             spec = cls(name=str(data["name"]), dim=int(data["dim"]), sha256=str(data.get("sha256", "")),
-                       max_length=int(data.get("max_length", DEFAULT_MAX_LENGTH)),
-                       pooled_token=data.get("pooled_token", False))
+                       max_length=int(data.get("max_length", DEFAULT_MAX_LENGTH)))
         except (KeyError, TypeError, ValueError) as exc:
             raise TextEncoderError(f"invalid text encoder record {data!r}: {exc}") from None
         if spec.dim <= 0 or spec.max_length <= 0:
             raise TextEncoderError(f"invalid text encoder record {data!r}: dim and max_length must be positive")
-        if not isinstance(spec.pooled_token, bool):
-            raise TextEncoderError(f"invalid text encoder record {data!r}: pooled_token must be true or false")
+        unknown = sorted(set(data) - {"name", "dim", "sha256", "max_length"})
+        if unknown:  # a condition built in a way this code does not know; reading it as plain would be wrong
+            raise TextEncoderError(f"the text encoder record {data!r} has fields this version of phenaki_core "
+                                   f"does not know: {unknown}; use the version that wrote it, or retrain stage 2")
         return spec
 
     def matches(self, other: "TextEncoderSpec") -> bool:
         same_weights = not self.sha256 or not other.sha256 or self.sha256 == other.sha256
-        return (self.name == other.name and self.dim == other.dim and same_weights
-                and self.pooled_token == other.pooled_token)
+        return self.name == other.name and self.dim == other.dim and same_weights
 
     def describe(self) -> str:
         digest = f", sha256 {self.sha256[:12]}…" if self.sha256 else ""
-        pooled = ", pooled sentence token first" if self.pooled_token else ""
-        return f"{self.name} ({self.dim}-d{digest}{pooled})"
+        return f"{self.name} ({self.dim}-d{digest})"
 
 
 MINILM_SPEC = TextEncoderSpec(MINILM_NAME, 384, MINILM_WEIGHTS_SHA256, DEFAULT_MAX_LENGTH)
@@ -148,23 +138,13 @@ class HFTextEncoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def with_pooled_token(self, pooled: bool = True) -> "HFTextEncoder":
-        """The same encoder (sharing its weights), with or without the pooled first token."""
-        if self.spec.pooled_token == pooled:
-            return self
-        other = copy.copy(self)
-        other.spec = replace(self.spec, pooled_token=pooled)
-        return other
-
     def to(self, device: torch.device | str) -> "HFTextEncoder":
         self.model.to(device)
         return self
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str] | str, device: Optional[torch.device | str] = None) -> TextCondition:
-        """prompts -> TextCondition(embeds (b, l, dim) float32, mask (b, l) bool).
-
-        With ``spec.pooled_token`` the first of the ``l`` rows is the masked mean of the others."""
+        """prompts -> TextCondition(embeds (b, l, dim) float32, mask (b, l) bool)."""
         prompts = clean_prompts(prompts)
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.spec.max_length,
                                return_tensors="pt")
@@ -176,10 +156,6 @@ class HFTextEncoder:
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         mask = batch["attention_mask"].bool()
         embeds = hidden.float().masked_fill(~mask[..., None], 0.0)
-        if self.spec.pooled_token:
-            pooled = embeds.sum(1, keepdim=True) / mask.sum(1)[:, None, None]  # b 1 dim
-            embeds = torch.cat([pooled, embeds], dim=1)  # b (1 + l) dim
-            mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
         target = device if device is not None else self.device
         return TextCondition(embeds.to(target), mask.to(target))
 
@@ -251,7 +227,6 @@ def load_text_encoder(spec: TextEncoderSpec, device: torch.device | str = "cpu",
         encoder = load_t5(t5_folder, device, spec.max_length)
     else:
         raise TextEncoderError(f"unknown text encoder {spec.name!r}; supported: {MINILM_NAME}, {T5_NAME}")
-    encoder = encoder.with_pooled_token(spec.pooled_token)
     if not encoder.spec.matches(spec):
         raise TextEncoderError(f"the checkpoint needs text encoder {spec.describe()} but "
                                f"{encoder.spec.describe()} was found")

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from phenaki_core import load_bundle
 from phenaki_core.cli import TEST_HOLD_ENV, main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, load_train_state
+from phenaki_core.training.trainer import LOCK_FILE
 
 from helpers import ROOT
 
@@ -107,7 +108,7 @@ def test_sigkilled_training_resumes_bit_exactly(tmp_path):
             bundle = load_bundle(crashed / BUNDLE_FILE)
             assert bundle.extra["history"][-1]["steps"] in (state.step - 1, state.step)
         leftovers = [p.name for p in crashed.iterdir() if p.name not in
-                     (STATE_FILE, BUNDLE_FILE, "metrics.jsonl", "previews")]
+                     (STATE_FILE, BUNDLE_FILE, LOCK_FILE, "metrics.jsonl", "previews")]
         # at most the temporary directory of the write the kill interrupted; the next run removes it
         assert all(re.fullmatch(rf"\.({STATE_FILE}|{BUNDLE_FILE})\.{proc.pid}\.\w+\.tmp", n) for n in leftovers), \
             leftovers
@@ -134,3 +135,69 @@ def test_sigkilled_training_resumes_bit_exactly(tmp_path):
     x, y = load_file(str(straight / BUNDLE_FILE)), load_file(str(crashed / BUNDLE_FILE))
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
     print(f"killed at steps {kills}")
+
+
+def start_held(run_dir: Path, hold: int, log_path: Path, extra=()) -> subprocess.Popen:
+    """``phenaki train`` in a process that computes step ``hold`` and then waits (test-only switch)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", TEST_HOLD_ENV: str(hold),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "phenaki_core.cli", *train_argv(run_dir), *extra], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_hold(proc: subprocess.Popen, log_path: Path) -> None:
+    """Until the process says it holds (the deadline only catches a hang; nothing races it)."""
+    deadline = time.monotonic() + 300
+    while "holding until killed" not in log_path.read_text():
+        assert proc.poll() is None, f"training ended early: {log_path.read_text()}"
+        assert time.monotonic() < deadline, "the run never reached its hold"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_save_the_current_step_and_print_the_resume_command(sig, tmp_path):
+    """Stopped by a signal between checkpoints, the run saves the step it was at, says how to go
+    on, and that command resumes bit-exactly where an uninterrupted run would be."""
+    run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    proc = start_held(run_dir, 5, log_path, ["--checkpoint-every", "1000", "--no-resume"])
+    try:
+        wait_for_hold(proc, log_path)
+        assert not (run_dir / STATE_FILE).exists()  # nothing saved before the signal
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+        proc.wait()
+    log = log_path.read_text()
+    assert proc.returncode == 128 + getattr(signal, sig), log
+    assert "Traceback" not in log
+    assert load_train_state(run_dir / STATE_FILE).step == 5
+    line = next(l for l in log.splitlines() if l.startswith(f"stopped by {sig} at step 5 of {STEPS}"))
+    command = line.split("resume with: ", 1)[1].split()
+    assert command[:4] == ["phenaki", "train", "tokenizer", str(run_dir)] and "--no-resume" not in command
+    run_in_process(run_dir)  # the printed command, in-process
+    straight = tmp_path / "straight"
+    run_in_process(straight)
+    assert final_record(run_dir)["loss"] == final_record(straight)["loss"]
+    a, b = load_train_state(straight / STATE_FILE), load_train_state(run_dir / STATE_FILE)
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+
+
+def test_a_live_run_locks_its_directory_and_a_killed_one_leaves_no_lock(tmp_path, capsys):
+    run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+    proc = start_held(run_dir, 2, log_path)
+    try:
+        wait_for_hold(proc, log_path)
+        assert main(train_argv(run_dir)) == 2  # a second run in the same directory, while the first lives
+        err = capsys.readouterr().err
+        assert f"in use by a live run (pid {proc.pid} on " in err and "choose another run directory" in err
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (run_dir / LOCK_FILE).read_text().startswith(f"pid {proc.pid}")  # left behind by the killed run
+    run_in_process(run_dir)  # the stale lock is taken over
+    assert load_train_state(run_dir / STATE_FILE).step == STEPS
+    assert (run_dir / LOCK_FILE).read_text() == ""  # a run that ends releases it

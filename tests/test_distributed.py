@@ -163,17 +163,3 @@ def test_precompute_then_train_stage2_from_the_shards(runs, folder, tmp_path, ca
     # shards are stage-2 data only, and must match the tokenizer they are trained with
     assert main(["train", "tokenizer", str(tmp_path / "bad"), "--shards", str(tmp_path / "tokens"), *COMMON]) == 2
     assert "stage 2" in capsys.readouterr().err
-
-
-def test_pooled_text_token_runs_need_shards_encoded_with_it(runs, folder, tmp_path, capsys):
-    root, _ = runs
-    tokenizer = str(root / "tok1" / BUNDLE_FILE)
-    for name, extra in (("plain", []), ("pooled", ["--pooled-text-token"])):
-        assert main(["precompute", str(folder), str(tmp_path / name), "--tokenizer", tokenizer, "--frames", "9",
-                     "--threads", "1", "--device", "cpu", *extra]) == 0
-    capsys.readouterr()
-    pooled_run = ["--tokenizer", tokenizer, "--pooled-text-token", *COMMON]
-    assert main(["train", "transformer", str(tmp_path / "bad"), "--shards", str(tmp_path / "plain"), *pooled_run]) == 2
-    assert "pooled sentence token" in capsys.readouterr().err
-    assert main(["train", "transformer", str(tmp_path / "t2v"), "--shards", str(tmp_path / "pooled"), *pooled_run]) == 0
-    assert load_bundle(tmp_path / "t2v" / BUNDLE_FILE).text_encoder.pooled_token

@@ -49,12 +49,6 @@ def test_an_encoder_without_shared_meaning_transfers_nothing():
     assert report["colour"] < 0.5 and report["all_three"] < 0.2
 
 
-def test_pooled_token_encoders_give_the_same_features(minilm):
-    prompts = ["a red circle moving right", "the blue box is growing"]
-    torch.testing.assert_close(probe_module._features(minilm.with_pooled_token(), prompts),
-                               probe_module._features(minilm, prompts))
-
-
 def test_too_few_captions_is_a_clear_error(minilm):
     with pytest.raises(ValueError, match="at least 168"):
         text_probe(minilm, captions=10)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from phenaki_core import (CheckpointError, ConfigError, PhenakiPipeline, TextEncoderSpec, load_bundle, load_minilm,
+from phenaki_core import (CheckpointError, PhenakiPipeline, TextEncoderSpec, load_bundle, load_minilm,
                           preset)
 from phenaki_core.cli import main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, TrainConfig, Trainer, load_train_state
@@ -250,91 +250,6 @@ def test_both_stages_train_under_bf16_autocast(stage, stage1, encoder, tmp_path)
     assert result.step == 2 and math.isfinite(result.last_loss)
     model = load_bundle(result.bundle).model
     assert all(torch.isfinite(p).all() for p in model.parameters())
-
-
-def conditions_seen(trainer: Trainer) -> list:
-    """Record the text condition of every training step the trainer's loss sees."""
-    seen, forward = [], trainer.trained
-
-    def recording(*args, text=None, **kwargs):
-        seen.append(text)
-        return forward(*args, text=text, **kwargs)
-
-    trainer.trained = recording
-    return seen
-
-
-def first_condition(run_dir, stage1, encoder, **settings):
-    """The text condition the loss sees at the first step of a one-step stage-2 run with ``settings``."""
-    cfg = TrainConfig(stage="transformer", steps=1, checkpoint_every=1, **settings, **FAST)
-    trainer = Trainer(run_dir, preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle, text_encoder=encoder,
-                      progress=False)
-    seen = conditions_seen(trainer)
-    trainer.run()
-    return seen[0]
-
-
-def test_text_token_drop_hides_caption_tokens_but_the_first(stage1, encoder, tmp_path):
-    full, dropped = (first_condition(tmp_path / str(p), stage1, encoder, text_token_drop=p).mask for p in (0.0, 0.5))
-    assert full.shape == dropped.shape and bool(dropped[:, 0].all())
-    assert bool((dropped <= full).all()) and 0 < int(dropped.sum()) < int(full.sum())
-    with pytest.raises(ConfigError, match="stage 2 only"):
-        TrainConfig(stage="tokenizer", text_token_drop=0.1)
-    with pytest.raises(ConfigError, match="below 1"):
-        TrainConfig(stage="transformer", text_token_drop=1.0)
-
-
-def test_pooled_text_token_trains_ships_and_survives_warm_starts(stage1, encoder, tmp_path):
-    """Stage 2 with the pooled sentence token: every caption starts with it, ``text_pooled_only``
-    hides the rest of whole captions, the bundle records it, and warm starts, stage-1 continuations,
-    resumes and the pipeline all keep it."""
-    cfg = TrainConfig(stage="transformer", steps=2, checkpoint_every=1, pooled_text_token=True,
-                      text_pooled_only=0.999, **FAST)
-    trainer = Trainer(tmp_path / "pooled", preset("tiny-shapes"), cfg, tokenizer_from=stage1.bundle,
-                      text_encoder=encoder, progress=False)
-    seen = conditions_seen(trainer)
-    result = trainer.run(stop_at=1)
-    text = seen[0]
-    assert bool(text.mask[:, 0].all()) and bool((text.mask.sum(1) == 1).all())  # only the pooled token left
-    assert load_bundle(result.bundle).text_encoder == encoder.with_pooled_token().spec
-    assert not encoder.spec.pooled_token  # the caller's encoder is left as it was
-
-    # resumed without the flag: the run keeps its own settings and text condition
-    resumed = Trainer(tmp_path / "pooled", preset("tiny-shapes"), TrainConfig(stage="transformer", steps=2, **FAST),
-                      text_encoder=encoder, progress=False)
-    assert resumed.step == 1 and resumed.train_config.pooled_text_token and resumed.text_spec.pooled_token
-    resumed.run()
-
-    # warm starts of either stage from a pooled model keep the token the transformer was trained with
-    warm = Trainer(tmp_path / "warm", preset("tiny-shapes"), TrainConfig(stage="transformer", steps=1, **FAST),
-                   init_from=result.bundle, text_encoder=encoder, progress=False)
-    assert warm.train_config.pooled_text_token and warm.text_spec.pooled_token
-    tok = Trainer(tmp_path / "tok", preset("tiny-shapes"), TrainConfig(stage="tokenizer", steps=1, **FAST),
-                  init_from=result.bundle, progress=False).run()
-    assert load_bundle(tok.bundle).text_encoder.pooled_token
-
-    pipe = PhenakiPipeline.from_checkpoint(result.bundle, device="cpu")
-    assert pipe.text_encoder.spec.pooled_token
-    assert pipe.encode_text(["a red circle moving right"]).embeds.shape[1] == 8  # [CLS] 5 words [SEP] + pooled
-    story = pipe.make_video(["a red circle moving right"], num_frames=5)
-    assert story.video.shape == (1, 3, 5, 16, 16)
-    with pytest.raises(ConfigError, match="pooled_text_token"):
-        TrainConfig(stage="transformer", text_pooled_only=0.5)
-    with pytest.raises(ConfigError, match="stage 2 only"):
-        TrainConfig(stage="tokenizer", pooled_text_token=True)
-    with pytest.raises(ConfigError, match="below 1"):
-        TrainConfig(stage="transformer", pooled_text_token=True, text_pooled_only=1.0)
-
-
-def test_text_noise_perturbs_caption_embeddings_by_their_own_scale(stage1, encoder, tmp_path):
-    clean, noisy = (first_condition(tmp_path / str(s), stage1, encoder, text_noise=s) for s in (0.0, 0.5))
-    assert torch.equal(clean.mask, noisy.mask)
-    real = clean.mask
-    rms = clean.embeds[real].pow(2).mean(-1).sqrt()
-    ratio = (noisy.embeds[real] - clean.embeds[real]).pow(2).mean(-1).sqrt() / rms
-    assert ratio.mean().item() == pytest.approx(0.5, rel=0.1)
-    with pytest.raises(ConfigError, match="stage 2 only"):
-        TrainConfig(stage="tokenizer", text_noise=0.1)
 
 
 def test_a_warm_start_refuses_a_text_encoder_other_than_its_own(stage2, tmp_path):

@@ -311,6 +311,95 @@ def _source_record(dataset: Any) -> dict[str, Any]:
     return record
 
 
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """The resolved shard folder; refuses one that already holds shards unless ``overwrite``."""
+    out_dir = Path(out_dir).expanduser().resolve()
+    if (out_dir / INDEX_FILE).exists() or (out_dir.is_dir() and any(out_dir.glob("shard_*.safetensors"))):
+        if not overwrite:
+            raise ConfigError(f"{out_dir} already holds token shards; pass overwrite=True (--overwrite) or choose "
+                              f"another folder")
+    return out_dir
+
+
+def _text_spec_for(model: Any, text_encoder: Any, text_spec: Optional[TextEncoderSpec]) -> Optional[TextEncoderSpec]:
+    """The identity of the encoder that makes the shards' embeddings, checked against the model."""
+    if text_encoder is None:
+        spec = None
+    else:
+        spec = text_spec if text_spec is not None else getattr(text_encoder, "spec", None)
+        if not isinstance(spec, TextEncoderSpec):
+            raise ConfigError("the text encoder has no .spec; pass text_spec=TextEncoderSpec(name, dim, ...) so the "
+                              "shards record which encoder made their embeddings")
+    maskgit = getattr(getattr(model, "config", None), "maskgit", None)
+    if maskgit is not None and not maskgit.unconditional:
+        if spec is None:
+            raise ConfigError("this model is text-conditioned: pass its text encoder (e.g. load_minilm())")
+        if spec.dim != maskgit.text_dim:
+            raise ConfigError(f"the text encoder {spec.describe()} gives {spec.dim}-d embeddings but the model "
+                              f"expects {maskgit.text_dim}-d")
+    return spec
+
+
+class ShardWriter:
+    """Buffers tokenized clips and writes them as shards of ``shard_size``, then the index."""
+
+    def __init__(self, out_dir: Path, shard_size: int, text: Optional[_TextRows]) -> None:
+        self.out_dir, self.shard_size, self.text = out_dir, shard_size, text
+        self.shards: list[ShardInfo] = []
+        self.ids: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        self.captions: list[str] = []
+        self.paths: list[str] = []
+        self.token_shape: Optional[tuple[int, int, int]] = None
+        self.num_frames = 0
+
+    def add(self, ids: torch.Tensor, frame_mask: torch.Tensor, captions: list[str], paths: list[str]) -> None:
+        """ids (b, t, y, x), frame_mask (b, f); writes every full shard."""
+        if self.token_shape is None:
+            self.token_shape, self.num_frames = tuple(ids.shape[1:]), frame_mask.shape[1]
+        elif tuple(ids.shape[1:]) != self.token_shape:
+            raise InputError(f"clips must all have the same shape; got token grid {tuple(ids.shape[1:])} "
+                             f"after {self.token_shape}")
+        self.ids.append(ids)
+        self.masks.append(frame_mask)
+        self.captions.extend(captions)
+        self.paths.extend(paths)
+        while len(self.captions) >= self.shard_size:
+            self._flush(self.shard_size)
+
+    def _flush(self, upto: int) -> None:
+        """Write the first ``upto`` buffered items as the next shard."""
+        ids, masks = torch.cat(self.ids), torch.cat(self.masks)
+        info = _write_shard(self.out_dir / SHARD_PATTERN.format(len(self.shards)), [ids[:upto]], [masks[:upto]],
+                            self.captions[:upto], self.paths[:upto], self.text)
+        self.shards.append(info)
+        self.ids, self.masks = [ids[upto:]], [masks[upto:]]
+        self.captions, self.paths = self.captions[upto:], self.paths[upto:]
+
+    def finish(self, fingerprint: dict[str, Any], spec: Optional[TextEncoderSpec],
+               source: dict[str, Any]) -> ShardIndex:
+        """Write the last shard and the index (last: a folder without it is unfinished); remove
+        shards an earlier run left beyond the new ones."""
+        if self.captions:
+            self._flush(len(self.captions))
+        index = ShardIndex(self.out_dir, sum(s.count for s in self.shards), self.num_frames, self.token_shape,
+                           fingerprint, spec, spec.dim if spec is not None else None, tuple(self.shards), source)
+        payload = json.dumps(index.to_json(), indent=1, sort_keys=True)
+        atomic_write(self.out_dir / INDEX_FILE, lambda tmp: Path(tmp).write_text(payload, encoding="utf-8"))
+        keep = {s.file for s in self.shards}
+        for stale in self.out_dir.glob("shard_*.safetensors"):
+            if stale.name not in keep:
+                stale.unlink()
+        return index
+
+
+def _check_captions(batch: dict[str, Any], done: int) -> None:
+    for i, caption in enumerate(batch["caption"]):
+        if not isinstance(caption, str) or not caption.strip():
+            raise InputError(f"item {batch['path'][i] or done + i} has no caption; text-conditioned shards need "
+                             f"one per clip")
+
+
 @torch.no_grad()
 def precompute_shards(dataset: Dataset, model: Any, text_encoder: Any, out_dir: str | os.PathLike, *,
                       shard_size: int = 1024, batch_size: int = 8, device: Optional[str | torch.device] = None,
@@ -335,110 +424,45 @@ def precompute_shards(dataset: Dataset, model: Any, text_encoder: Any, out_dir: 
     if max_items is not None and not _is_int(max_items, 1):
         raise ConfigError(f"precompute_shards max_items must be a positive int or None, got {max_items!r}")
     cvivit = _tokenizer_of(model)
-    out_dir = Path(out_dir).expanduser().resolve()
-
-    # text encoder identity, checked against the model before any work
-    spec = text_spec if text_spec is not None else getattr(text_encoder, "spec", None)
-    if text_encoder is not None and not isinstance(spec, TextEncoderSpec):
-        raise ConfigError("the text encoder has no .spec; pass text_spec=TextEncoderSpec(name, dim, ...) so the "
-                          "shards record which encoder made their embeddings")
-    if text_encoder is None:
-        spec = None
-    maskgit = getattr(getattr(model, "config", None), "maskgit", None)
-    if maskgit is not None and not maskgit.unconditional:
-        if text_encoder is None:
-            raise ConfigError("this model is text-conditioned: pass its text encoder (e.g. load_minilm())")
-        if spec.dim != maskgit.text_dim:
-            raise ConfigError(f"the text encoder {spec.describe()} gives {spec.dim}-d embeddings but the model "
-                              f"expects {maskgit.text_dim}-d")
-
-    # output folder
-    existing = out_dir / INDEX_FILE
-    if existing.exists() or (out_dir.is_dir() and any(out_dir.glob("shard_*.safetensors"))):
-        if not overwrite:
-            raise ConfigError(f"{out_dir} already holds token shards; pass overwrite=True or choose another folder")
-        existing.unlink(missing_ok=True)  # the old index must not describe the new shards
+    spec = _text_spec_for(model, text_encoder, text_spec)
+    out_dir = check_output_folder(out_dir, overwrite)
+    (out_dir / INDEX_FILE).unlink(missing_ok=True)  # the old index must not describe the new shards
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    length = len(dataset)
-    if max_items is not None and max_items < length:
+    if max_items is not None and max_items < len(dataset):
         dataset = Subset(dataset, range(max_items))
-        length = max_items
-    if length == 0:
+    if len(dataset) == 0:
         raise InputError("the dataset is empty; nothing to precompute")
-    source = _source_record(dataset.dataset if isinstance(dataset, Subset) else dataset)
-    source["items"] = length
+    source = {**_source_record(dataset.dataset if isinstance(dataset, Subset) else dataset), "items": len(dataset)}
 
     own_device = next(cvivit.parameters()).device
     target = torch.device(device) if device is not None else own_device
     tokenizer = cvivit if target == own_device else copy.deepcopy(cvivit).to(target)
     was_training = cvivit.training
-    fingerprint = tokenizer_fingerprint(cvivit)
     text = _TextRows(text_encoder, spec, caption_cache) if text_encoder is not None else None
-
+    writer = ShardWriter(out_dir, shard_size, text)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate_videos)
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=length, desc="tokenizing", unit="clip", dynamic_ncols=True)
-    shards: list[ShardInfo] = []
-    buffer: dict[str, list] = {"ids": [], "masks": [], "captions": [], "paths": []}
-    token_shape: Optional[tuple[int, int, int]] = None
-    num_frames = 0
-
-    def flush(upto: int) -> None:
-        """Write the first ``upto`` buffered items as the next shard."""
-        ids = torch.cat(buffer["ids"])
-        masks = torch.cat(buffer["masks"])
-        info = _write_shard(out_dir / SHARD_PATTERN.format(len(shards)), [ids[:upto]], [masks[:upto]],
-                            buffer["captions"][:upto], buffer["paths"][:upto], text)
-        shards.append(info)
-        buffer["ids"], buffer["masks"] = [ids[upto:]], [masks[upto:]]
-        buffer["captions"], buffer["paths"] = buffer["captions"][upto:], buffer["paths"][upto:]
-
+        bar = tqdm(total=len(dataset), desc="tokenizing", unit="clip", dynamic_ncols=True)
     tokenizer.eval()
     try:
         for batch in loader:
-            captions = batch["caption"]
             if text is not None:
-                for i, caption in enumerate(captions):
-                    if not isinstance(caption, str) or not caption.strip():
-                        raise InputError(f"item {batch['path'][i] or len(buffer['captions']) + i} has no caption; "
-                                         f"text-conditioned shards need one per clip")
-            captions = [c if isinstance(c, str) else "" for c in captions]
-            video = batch["video"].to(target, non_blocking=True)
-            ids = tokenizer.encode_to_ids(video).cpu()                          # (b, t, y, x)
-            if token_shape is None:
-                token_shape, num_frames = tuple(ids.shape[1:]), video.shape[2]
-            elif tuple(ids.shape[1:]) != token_shape:
-                raise InputError(f"clips must all have the same shape; got token grid {tuple(ids.shape[1:])} "
-                                 f"after {token_shape}")
-            buffer["ids"].append(ids)
-            buffer["masks"].append(batch["frame_mask"])
-            buffer["captions"].extend(captions)
-            buffer["paths"].extend(batch["path"])
-            while len(buffer["captions"]) >= shard_size:
-                flush(shard_size)
+                _check_captions(batch, len(writer.captions) + sum(s.count for s in writer.shards))
+            ids = tokenizer.encode_to_ids(batch["video"].to(target, non_blocking=True)).cpu()   # (b, t, y, x)
+            writer.add(ids, batch["frame_mask"], [c if isinstance(c, str) else "" for c in batch["caption"]],
+                       batch["path"])
             if bar is not None:
-                bar.update(len(captions))
-        if buffer["captions"]:
-            flush(len(buffer["captions"]))
+                bar.update(ids.shape[0])
     finally:
         cvivit.train(was_training)
         if bar is not None:
             bar.close()
-
-    index = ShardIndex(out_dir, sum(s.count for s in shards), num_frames, token_shape, fingerprint, spec,
-                       spec.dim if spec is not None else None, tuple(shards), source)
-    payload = json.dumps(index.to_json(), indent=1, sort_keys=True)
-    atomic_write(out_dir / INDEX_FILE, lambda tmp: Path(tmp).write_text(payload, encoding="utf-8"))
-    keep = {s.file for s in shards}
-    for stale in out_dir.glob("shard_*.safetensors"):
-        if stale.name not in keep:
-            stale.unlink()
-    logger.info("wrote %d clips in %d shards to %s (%d captions encoded)", index.num_items, len(shards), out_dir,
-                text.encoded if text is not None else 0)
+    index = writer.finish(tokenizer_fingerprint(cvivit), spec, source)
+    logger.info("wrote %d clips in %d shards to %s (%d captions encoded)", index.num_items, len(index.shards),
+                out_dir, text.encoded if text is not None else 0)
     return index
 
 
@@ -582,6 +606,7 @@ def collate_shards(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 __all__ = [
-    "INDEX_FILE", "ShardIndex", "ShardInfo", "TokenShardDataset", "collate_shards", "precompute_shards",
+    "INDEX_FILE", "ShardIndex", "ShardInfo", "ShardWriter", "TokenShardDataset", "check_output_folder",
+    "collate_shards", "precompute_shards",
     "read_index", "token_frame_mask", "tokenizer_fingerprint",
 ]

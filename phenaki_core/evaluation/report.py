@@ -19,12 +19,12 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data import COLOURS, MOTIONS, SHAPES, ShapesWorldConfig, ShapesWorldDataset, canonical_caption
 from ..data.captions import evaluation_prompts
 from ..pipeline import PhenakiPipeline, make_video
 from ..sampling import SamplerConfig
+from .reconstruction import psnr
 from .shapes_judge import chain_continuity, frame_stats, read_clips, score_readings
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ TARGETS = {
 JUMP_LIMIT = 0.06
 EVAL_DATA_SEED = 424242
 BATCH = 48
-
-
-def _psnr(video: torch.Tensor, recon: torch.Tensor) -> float:
-    mse = F.mse_loss(recon.float(), video.float()).item()
-    return 10 * math.log10(1 / max(mse, 1e-10))
 
 
 TOKENIZER_CLIPS = 192  # held-out clips for PSNR and readback (standard error of a share near 50%: 3.6 points)
@@ -59,15 +54,15 @@ def tokenizer_quality(pipe: PhenakiPipeline, clips: int = TOKENIZER_CLIPS) -> tu
         items = [data[i] for i in range(start, min(clips, start + 16))]
         video = torch.stack([item["video"] for item in items])
         recon = pipe.decode(pipe.encode_video(video)).cpu()
-        scores.append((_psnr(video, recon), video.shape[0]))
+        scores.append((psnr(video, recon), video.shape[0]))
         readings += read_clips(recon.float())
         truth += [(item["colour"], item["shape"], item["motion"]) for item in items]
         area_ratios += [frame_stats(r.float()).areas.sum() / max(frame_stats(v).areas.sum(), 1)
                         for r, v in zip(recon, video)]
-    psnr = sum(s * n for s, n in scores) / sum(n for _, n in scores)
+    mean_psnr = sum(s * n for s, n in scores) / sum(n for _, n in scores)
     readback = score_readings(readings, truth)
     readback["area_ratio_median"] = float(np.median(area_ratios))  # drawn object area / true area
-    return psnr, readback
+    return mean_psnr, readback
 
 
 @torch.no_grad()

@@ -28,8 +28,6 @@ def _features(encoder, prompts: list[str], batch: int = 256) -> torch.Tensor:
     for start in range(0, len(prompts), batch):
         cond = encoder.encode(prompts[start:start + batch], device="cpu")
         embeds, mask = cond.embeds.float(), cond.mask
-        if getattr(encoder.spec, "pooled_token", False):  # the first row already is the mean
-            embeds, mask = embeds[:, 1:], mask[:, 1:]
         weights = mask[..., None].float()
         pooled = (embeds * weights).sum(1) / weights.sum(1)
         out.append(F.layer_norm(pooled, pooled.shape[-1:]))

@@ -1,106 +1,84 @@
-"""Training settings (one frozen dataclass shared by both stages)."""
+"""Training settings: one frozen dataclass shared by both stages.
+
+Each field carries its own help text and bounds in its metadata. ``TrainConfig`` validates
+itself from them, and ``phenaki train`` builds one command-line option per field from them
+(``--warmup-steps`` for ``warmup_steps``, with the default in ``--help``), so the two cannot drift.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-from ..config import _non_negative_float, _positive_int
 from ..errors import ConfigError
 
 STAGES = ("tokenizer", "transformer")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def _setting(default: Any, help: str, *, low: Optional[float] = None, high: Optional[float] = None,
+             above: Optional[float] = None, choices: Optional[tuple[str, ...]] = None,
+             stage: Optional[str] = None, metavar: Optional[str] = None) -> Any:
+    """A field with its help text and bounds: ``low <= value <= high``, ``value > above``, one of
+    ``choices``; ``stage``: the only stage in which a non-default value means anything."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "above": above,
+                                            "choices": choices, "stage": stage, "metavar": metavar})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    stage: str = "tokenizer"
-    steps: int = 2000  # total optimizer steps of this run (a resumed run continues to this number)
-    batch_size: int = 16  # the global batch of one optimizer step (all processes, all micro-batches)
-    grad_accum: int = 1  # micro-batches accumulated per step in each process
-    lr: float = 3e-4
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    seed: int = 0
-    precision: str = "auto"  # bf16 autocast on CUDA when auto
-    checkpoint_every: int = 200
-    preview_every: int = 500
-    log_every: int = 20
-    num_workers: int = 0
-    # stage 1 loss weights
-    commit_weight: float = 0.25
-    entropy_weight: float = 0.05
-    foreground_weight: float = 0.0  # extra weight of foreground pixels in the reconstruction loss
-    halo_weight: float = 0.0  # extra weight of background pixels the reconstruction draws as foreground
-    decoder_only: bool = False  # stage 1: train only the decoder; token ids (and a transformer on them) stay valid
-    # stage 2: hide each caption token but the first from the model with this probability, so it
-    # cannot lean on one word (the first token, [CLS] for BERT-style encoders, always stays)
-    text_token_drop: float = 0.0
-    # stage 2: start each caption's condition with its mean-pooled sentence embedding (the model's
-    # TextEncoderSpec records it; warm starts from such a model keep it), and with this probability
-    # hide every other token of a caption, so the model learns to read the sentence embedding alone
-    pooled_text_token: bool = False
-    text_pooled_only: float = 0.0
-    # stage 2: add Gaussian noise of this size (relative to each token's RMS) to the caption
-    # embeddings, so the model's reading of them is smooth around the training wording
-    text_noise: float = 0.0
-    # data order (datasets other than the procedural Shapes World are shuffled per epoch)
-    data_seed: int = 0
-    # Shapes World data
-    continuation_prob: float = 0.3
-    paraphrase_prob: float = 0.5
+    stage: str = _setting("tokenizer", "which stage to train", choices=STAGES)
+    steps: int = _setting(2000, "optimizer steps of the whole run (a resumed run continues to this number)", low=1)
+    batch_size: int = _setting(16, "global batch of one optimizer step (all processes and micro-batches)", low=1)
+    grad_accum: int = _setting(1, "micro-batches accumulated per step, in each process", low=1)
+    lr: float = _setting(3e-4, "peak learning rate (AdamW)", above=0)
+    warmup_steps: int = _setting(200, "steps of linear learning-rate warm-up, before the cosine decay", low=0)
+    min_lr_ratio: float = _setting(0.1, "the cosine decay ends at lr times this", low=0, high=1)
+    weight_decay: float = _setting(0.01, "AdamW weight decay (on weight matrices only)", low=0)
+    beta1: float = _setting(0.9, "AdamW beta1", low=0, high=1)
+    beta2: float = _setting(0.99, "AdamW beta2", low=0, high=1)
+    grad_clip: float = _setting(1.0, "clip the gradient norm to this", low=0)
+    ema_decay: float = _setting(0.995, "decay of the EMA weights the bundle holds; early on it ramps up as "
+                                       "(1 + n) / (10 + n) after n updates, so short runs ship trained weights",
+                                low=0, high=1)
+    seed: int = _setting(0, "initial weights and every step's random draws", low=0)
+    precision: str = _setting("auto", "auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16",
+                              choices=PRECISIONS)
+    checkpoint_every: int = _setting(200, "steps between checkpoints (one is also written at the end, at "
+                                          "--stop-at, --max-minutes, Ctrl-C and SIGTERM)", low=1)
+    preview_every: int = _setting(500, "steps between preview GIFs in RUN_DIR/previews (one is also made at "
+                                       "the end)", low=1)
+    log_every: int = _setting(20, "steps between log lines and metrics.jsonl records", low=1)
+    num_workers: int = _setting(0, "data-loading worker processes", low=0)
+    commit_weight: float = _setting(0.25, "stage 1: LFQ commitment loss weight", low=0)
+    entropy_weight: float = _setting(0.05, "stage 1: LFQ entropy loss weight", low=0)
+    foreground_weight: float = _setting(0.0, "stage 1: extra weight of foreground pixels (sparse content on a "
+                                             "flat background)", low=0)
+    halo_weight: float = _setting(0.0, "stage 1: extra weight of background pixels the reconstruction draws as "
+                                       "foreground (set it to --foreground-weight to keep objects from bloating)",
+                                  low=0)
+    decoder_only: bool = _setting(False, "stage 1: fine-tune only the decoder of the --init-from model; its token "
+                                         "ids stay the same, so the transformer it carries keeps working",
+                                  stage="tokenizer")
+    data_seed: int = _setting(0, "data order and clip offsets (a video folder is shuffled per epoch)", low=0)
+    continuation_prob: float = _setting(0.3, "Shapes World: share of clips that continue an earlier clip",
+                                        low=0, high=1)
+    paraphrase_prob: float = _setting(0.5, "Shapes World: share of captions reworded", low=0, high=1)
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ConfigError(f"stage must be one of {STAGES}, got {self.stage!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "preview_every", "log_every"):
-            _positive_int(name, getattr(self, name))
-        for name in ("warmup_steps", "num_workers", "seed", "data_seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "commit_weight", "entropy_weight", "foreground_weight",
-                     "halo_weight", "text_noise"):
-            _non_negative_float(name, getattr(self, name))
-        for name in ("ema_decay", "beta1", "beta2", "min_lr_ratio", "continuation_prob", "paraphrase_prob",
-                     "text_token_drop", "text_pooled_only"):
-            _non_negative_float(name, getattr(self, name), upper=1.0)
-        if self.lr <= 0:
-            raise ConfigError("lr must be > 0")
-        if not isinstance(self.decoder_only, bool):
-            raise ConfigError(f"decoder_only must be True or False, got {self.decoder_only!r}")
-        if self.text_token_drop >= 1.0:
-            raise ConfigError(f"text_token_drop must be below 1, got {self.text_token_drop!r}")
-        if self.text_token_drop and self.stage != "transformer":
-            raise ConfigError("text_token_drop hides caption tokens from the transformer; it applies to stage 2 only")
-        if self.text_noise and self.stage != "transformer":
-            raise ConfigError("text_noise perturbs the caption embeddings; it applies to stage 2 only")
-        if not isinstance(self.pooled_text_token, bool):
-            raise ConfigError(f"pooled_text_token must be True or False, got {self.pooled_text_token!r}")
-        if self.pooled_text_token and self.stage != "transformer":
-            raise ConfigError("pooled_text_token changes the transformer's text condition; it applies to stage 2 only")
-        if self.text_pooled_only and not self.pooled_text_token:
-            raise ConfigError("text_pooled_only hides all but the pooled sentence token; turn on pooled_text_token "
-                              "(--pooled-text-token) too")
-        if self.text_pooled_only >= 1.0:
-            raise ConfigError(f"text_pooled_only must be below 1, got {self.text_pooled_only!r}")
-        if self.decoder_only and self.stage != "tokenizer":
-            raise ConfigError("decoder_only fine-tunes the tokenizer's decoder; it applies to the tokenizer stage only")
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name), self.stage)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        # settings that no longer exist, at the value that made them do nothing: runs started
+        # with an older version resume
+        data = {k: v for k, v in data.items() if not (k in _GONE and v == _GONE[k])}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -109,6 +87,31 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+_GONE = {"text_token_drop": 0.0, "pooled_text_token": False, "text_pooled_only": 0.0, "text_noise": 0.0}
+
+
+def _check(f: dataclasses.Field, value: Any, stage: str) -> None:
+    """Validate one field against its metadata (the type comes from its default)."""
+    meta, name = f.metadata, f.name
+    if isinstance(f.default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+    elif isinstance(f.default, int):
+        if not isinstance(value, int) or isinstance(value, bool) or value < meta["low"]:
+            raise ConfigError(f"{name} must be an integer >= {meta['low']}, got {value!r}")
+    elif isinstance(f.default, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        for bound, ok, words in (("low", lambda b: value >= b, ">="), ("high", lambda b: value <= b, "<="),
+                                 ("above", lambda b: value > b, ">")):
+            if meta[bound] is not None and not ok(meta[bound]):
+                raise ConfigError(f"{name} must be {words} {meta[bound]}, got {value!r}")
+    elif meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{name} must be one of {meta['choices']}, got {value!r}")
+    if meta["stage"] is not None and value != f.default and stage != meta["stage"]:
+        raise ConfigError(f"{name} applies to the {meta['stage']} stage only")
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:

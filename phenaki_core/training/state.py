@@ -6,9 +6,9 @@ hyper-parameters) goes into the header as JSON:
     model.<key>          the live weights
     ema.<key>            the exponential moving average of the weights
     optim.<i>.<name>     AdamW state of parameter i (exp_avg, exp_avg_sq, step)
-    rng.train            (older runs only) the state of one sequential torch.Generator; the trainer
-                         now derives each micro-batch's generator from (seed, step, slot), so
-                         nothing but the step is needed to continue (see distributed.py)
+    rng.train            optional: the state of one sequential torch.Generator. The trainer does
+                         not write it: each micro-batch's generator comes from (seed, step, slot),
+                         so nothing but the step is needed to continue (see distributed.py)
 
 The file is written to a temporary name and renamed, so a crash leaves the previous checkpoint.
 """
@@ -72,6 +72,22 @@ def save_train_state(path: str | os.PathLike, state: TrainState) -> Path:
     path = Path(path)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
+
+
+def read_state_header(path: str | os.PathLike) -> tuple[int, dict[str, Any]]:
+    """(step, info) of a training checkpoint, from its header alone (no tensors are read)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:  # one open: the file may be replaced by a running trainer
+            length = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(length))
+        meta = header.get("__metadata__") or {}
+        if meta.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{path.name} is not a Phenaki training checkpoint")
+        return int(meta["step"]), json.loads(meta["info"])
+    except (OSError, KeyError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"could not read training checkpoint {path} ({exc}); restore it, or start the run "
+                              f"over with --no-resume") from None
 
 
 def load_train_state(path: str | os.PathLike) -> TrainState:

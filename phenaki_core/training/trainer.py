@@ -19,30 +19,35 @@ Run directory:
     bundle.safetensors        the EMA weights as a loadable model bundle
     previews/step_XXXXXXX.gif reconstructions (stage 1) or samples (stage 2)
     metrics.jsonl             one JSON line per log interval
+    train.lock                held by the live run (see RunLock)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import math
 import os
+import socket
+import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import atomic_write, load_bundle, read_metadata, save_bundle
-from ..config import PhenakiConfig
+from ..config import PRESETS, PhenakiConfig
 from ..data import ShapesWorldConfig, ShapesWorldDataset, evaluation_prompts
-from ..errors import CheckpointError, ConfigError
+from ..data.shapes_world import MIN_IMAGE_SIZE
+from ..errors import CheckpointError, ConfigError, InputError
+from ..evaluation.reconstruction import psnr
 from ..phenaki import Phenaki, TextCondition
 from ..sampling import SamplerConfig
 from ..text import MINILM_SPEC, TextEncoderSpec
@@ -50,12 +55,13 @@ from ..video_io import grid, save_video
 from .config import TrainConfig, lr_factor
 from .distributed import (DistContext, EpochOrder, StepSampler, barrier, current_context, mean_across,
                           micro_batch_size, slot_generator)
-from .state import TrainState, load_train_state, save_train_state
+from .state import TrainState, load_train_state, read_state_header, save_train_state
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.safetensors"
 BUNDLE_FILE = "bundle.safetensors"
+LOCK_FILE = "train.lock"
 PREVIEW_CLIPS = 4
 RESUME_MAY_CHANGE = ("steps", "grad_accum", "num_workers", "checkpoint_every", "preview_every", "log_every")
 
@@ -66,6 +72,8 @@ class TrainResult:
     step: int
     bundle: Path
     last_loss: float
+    stopped: Optional[str] = None  # before the end: "signal", "time" or "stop_at"
+    finished_before: bool = False  # the run was already at its end; nothing was trained
 
 
 class CaptionCache:
@@ -97,12 +105,100 @@ def _decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: fl
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = F.mse_loss(a.float().clamp(0, 1), b.float().clamp(0, 1)).item()
-    return 10 * math.log10(1.0 / max(mse, 1e-10))
+def _ema_update(decay: float):
+    """EMA with a warm-up: after ``n`` updates the decay is ``min(decay, (1 + n) / (10 + n))``, so
+    the average of a short run follows its training instead of staying at its first weights."""
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = int(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(ema_params[0]) or torch.is_complex(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1 - d)
+        else:
+            for ema, param in zip(ema_params, params):
+                ema.copy_(ema * d + param * (1 - d))
+    return update
+
+
+def config_difference(theirs: Any, ours: Any, limit: int = 4) -> str:
+    """The fields in which two config dataclasses differ: ``"image_size 16 there, 64 here, ..."``."""
+    diffs: list[str] = []
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key in sorted(set(a) | set(b)):
+            x, y = a.get(key), b.get(key)
+            if isinstance(x, dict) and isinstance(y, dict):
+                walk(x, y, f"{prefix}{key}.")
+            elif x != y:
+                diffs.append(f"{prefix}{key} {x!r} there, {y!r} here")
+
+    walk(dataclasses.asdict(theirs), dataclasses.asdict(ours), "")
+    more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return ", ".join(diffs[:limit]) + more
+
+
+@contextlib.contextmanager
+def _logs_above(bar):
+    """Log lines printed above the progress bar, not into it."""
+    if bar is None:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    with logging_redirect_tqdm():
+        yield
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held by the live run (``flock`` on ``train.lock``).
+
+    The operating system drops the lock when its process dies, so a lock that a killed run left
+    behind is free and is taken over. Where ``fcntl`` is missing (Windows) nothing is locked."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.handle = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise InputError(f"{self.path.parent} is in use by a live run ({owner}); wait for it to end, stop it, "
+                             f"or choose another run directory") from None
+        handle.seek(0)
+        left = handle.read().strip()
+        if left:  # a run ends by emptying the file: this one was killed
+            logger.info("taking over %s, left by a run that was stopped (%s)", self.path, left)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is None:
+            return
+        import fcntl
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.flush()
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+        self.handle = None
 
 
 class Trainer:
+    """One training run in ``run_dir``: builds (or resumes) the model, optimizer, EMA and data;
+    :meth:`run` trains. Construction reads the run directory; :meth:`run` holds its lock."""
+
     def __init__(self, run_dir: str | os.PathLike, model_config: PhenakiConfig, train_config: TrainConfig, *,
                  device: str | torch.device = "cpu", init_from: Optional[str | os.PathLike] = None,
                  tokenizer_from: Optional[str | os.PathLike] = None, text_encoder=None,
@@ -116,99 +212,130 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         state_path = self.run_dir / STATE_FILE
         state = load_train_state(state_path) if resume and state_path.is_file() else None
-        if state is not None:
-            model_config = PhenakiConfig.from_dict(state.info["model_config"])
-            saved_train = TrainConfig.from_dict(state.info["train_config"])
-            # the run's recipe stays; the length, the process layout and the bookkeeping may change
-            free = {name: getattr(train_config, name) for name in RESUME_MAY_CHANGE}
-            if saved_train.replace(**free) != train_config:
-                logger.warning("resuming %s with the settings it was started with (only %s may change)",
-                               self.run_dir, ", ".join(RESUME_MAY_CHANGE))
-            train_config = saved_train.replace(**free)
-            self.history = state.info.get("history", [])
-        default_spec = text_spec or getattr(text_encoder, "spec", None) or MINILM_SPEC
-        self.text_spec = self._resolve_text_spec(state, init_from, default_spec, train_config)
-        if self.text_spec.pooled_token and train_config.stage == "transformer" and not train_config.pooled_text_token:
-            logger.info("the model this run continues reads a pooled sentence token; stage 2 keeps it")
-            train_config = train_config.replace(pooled_text_token=True)
-        self.config = model_config
-        self.train_config = train_config
-        if train_config.stage == "transformer" and model_config.maskgit.unconditional is False and text_encoder is None:
-            raise ConfigError("stage 2 needs the text encoder (pass text_encoder=load_minilm())")
-        if text_encoder is not None and self.text_spec.pooled_token:
-            text_encoder = text_encoder.with_pooled_token()
-        encoder_spec = getattr(text_encoder, "spec", None)
-        if encoder_spec is not None and not encoder_spec.matches(self.text_spec):
-            raise CheckpointError(f"this run's model reads text from {self.text_spec.describe()}, but the text "
-                                  f"encoder given is {encoder_spec.describe()}; pass the matching encoder")
-        self.micro_batch = micro_batch_size(train_config.batch_size, train_config.grad_accum, self.dist)
-
-        with torch.random.fork_rng(devices=[]):  # deterministic init without touching the caller's RNG
-            torch.manual_seed(train_config.seed)
-            self.model = Phenaki(model_config)
-        if state is None:
-            if train_config.decoder_only and init_from is None:
-                raise ConfigError("decoder_only fine-tunes the decoder of a trained tokenizer; name that model "
-                                  "with init_from (--init-from)")
-            self._warm_start(init_from, tokenizer_from)
-        self.model.to(self.device)
-        self.model.cvivit.requires_grad_(train_config.stage == "tokenizer" and not train_config.decoder_only)
-        if train_config.decoder_only:
-            for module in self.model.cvivit.decoder_modules():
-                module.requires_grad_(True)
-        self.params = self._stage_parameters()
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        self.optimizer = torch.optim.AdamW(
-            _decay_groups([(names[id(p)], p) for p in self.params], train_config.weight_decay),
-            lr=train_config.lr, betas=(train_config.beta1, train_config.beta2))
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(train_config.ema_decay),
-                                 use_buffers=True)
+        self._resume, self._read_step = resume, state.step if state is not None else None
+        self.config, self.train_config = self._restore_configs(state, model_config, train_config)
+        self.text_spec = self._text_spec(state, init_from, text_spec or getattr(text_encoder, "spec", None))
+        self._check_text_encoder(text_encoder)
+        self.micro_batch = micro_batch_size(self.train_config.batch_size, self.train_config.grad_accum, self.dist)
+        self._build_model(state, init_from, tokenizer_from)
+        self._build_optimizer()
         self.step = 0
         if state is not None:
-            self.model.load_state_dict(state.model, strict=True)
-            self.ema.load_state_dict(state.ema, strict=True)
-            self.optimizer.load_state_dict(state.optimizer)
-            self.step = state.step
-            logger.info("resumed %s at step %d", self.run_dir, self.step)
+            self._load_state(state)
         self.trained = self._trained_module()
-
-        frames = min(17, model_config.max_frames)
-        self.data_config = ShapesWorldConfig(
-            image_size=model_config.cvivit.image_size, num_frames=frames,
-            temporal_patch=model_config.cvivit.temporal_patch_size, continuation_prob=train_config.continuation_prob,
-            prime_frames=min(5, frames - model_config.cvivit.temporal_patch_size),
-            paraphrase_prob=train_config.paraphrase_prob, fps=int(model_config.fps))
-        self.custom_data = dataset is not None
-        self.dataset = dataset if dataset is not None else ShapesWorldDataset(self.data_config, seed=train_config.data_seed)
-        self.positions = EpochOrder(self.dataset, seed=train_config.data_seed,
-                                    shuffle=not getattr(self.dataset, "is_procedural", False))
-        self.collate_fn = collate_fn
+        self._build_data(dataset, collate_fn)
         self.preview_prompts = preview_prompts
         self.captions = CaptionCache(text_encoder) if text_encoder is not None else None
 
     # --- setup ------------------------------------------------------------------------------------
+    def _restore_configs(self, state: Optional[TrainState], model_config: PhenakiConfig,
+                         train_config: TrainConfig) -> tuple[PhenakiConfig, TrainConfig]:
+        """A resumed run keeps its model and recipe; its length, process layout and bookkeeping may change."""
+        if state is None:
+            return model_config, train_config
+        saved = TrainConfig.from_dict(state.info["train_config"])
+        free = {name: getattr(train_config, name) for name in RESUME_MAY_CHANGE}
+        if saved.replace(**free) != train_config:
+            logger.warning("resuming %s with the settings it was started with (only %s may change)",
+                           self.run_dir, ", ".join(RESUME_MAY_CHANGE))
+        self.history = state.info.get("history", [])
+        return PhenakiConfig.from_dict(state.info["model_config"]), saved.replace(**free)
+
     @staticmethod
-    def _resolve_text_spec(state, init_from, default: TextEncoderSpec, config: TrainConfig) -> TextEncoderSpec:
-        """The text condition this run trains for: the resumed run's, else the warm start's, else
-        ``default``; stage 2's ``pooled_text_token`` adds the pooled token to it."""
+    def _text_spec(state: Optional[TrainState], init_from, given: Optional[TextEncoderSpec]) -> TextEncoderSpec:
+        """The text encoder this run trains for: the resumed run's, else the warm start's, else the
+        encoder given (MiniLM when none is)."""
         if state is not None and "text_encoder" in state.info:
             return TextEncoderSpec.from_dict(state.info["text_encoder"])
-        spec = read_metadata(init_from)[1] if init_from is not None else default
-        return replace(spec, pooled_token=True) if config.pooled_text_token else spec
+        if init_from is not None:
+            return read_metadata(init_from)[1]
+        return given or MINILM_SPEC
+
+    def _check_text_encoder(self, text_encoder) -> None:
+        if (self.train_config.stage == "transformer" and self.config.maskgit.unconditional is False
+                and text_encoder is None):
+            raise ConfigError("stage 2 needs the text encoder (pass text_encoder=load_minilm())")
+        encoder_spec = getattr(text_encoder, "spec", None)
+        if encoder_spec is not None and not encoder_spec.matches(self.text_spec):
+            raise CheckpointError(f"this run's model reads text from {self.text_spec.describe()}, but the text "
+                                  f"encoder given is {encoder_spec.describe()}; pass the matching encoder")
+        if (self.train_config.stage == "transformer" and not self.config.maskgit.unconditional
+                and self.config.maskgit.text_dim != self.text_spec.dim):
+            fitting = [name for name, build in PRESETS.items() if build().maskgit.text_dim == self.text_spec.dim]
+            raise ConfigError(f"this model reads {self.config.maskgit.text_dim}-d text, but stage 2 trains with "
+                              f"{self.text_spec.describe()}; presets made for it: {', '.join(fitting)}")
+
+    def _build_model(self, state: Optional[TrainState], init_from, tokenizer_from) -> None:
+        cfg = self.train_config
+        with torch.random.fork_rng(devices=[]):  # deterministic init without touching the caller's RNG
+            torch.manual_seed(cfg.seed)
+            self.model = Phenaki(self.config)
+        if state is None:
+            if cfg.decoder_only and init_from is None:
+                raise ConfigError("decoder_only fine-tunes the decoder of a trained tokenizer; name that model "
+                                  "with init_from (--init-from)")
+            self._warm_start(init_from, tokenizer_from)
+        self.model.to(self.device)
+        self.model.cvivit.requires_grad_(cfg.stage == "tokenizer" and not cfg.decoder_only)
+        if cfg.decoder_only:
+            for module in self.model.cvivit.decoder_modules():
+                module.requires_grad_(True)
+
+    def _build_optimizer(self) -> None:
+        cfg = self.train_config
+        self.params = self._stage_parameters()
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        self.optimizer = torch.optim.AdamW(_decay_groups([(names[id(p)], p) for p in self.params], cfg.weight_decay),
+                                           lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.ema = AveragedModel(self.model, multi_avg_fn=_ema_update(cfg.ema_decay), use_buffers=True)
+
+    def _load_state(self, state: TrainState) -> None:
+        self.model.load_state_dict(state.model, strict=True)
+        self.ema.load_state_dict(state.ema, strict=True)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.step = state.step
+        logger.info("resumed %s at step %d", self.run_dir, self.step)
+
+    def _build_data(self, dataset: Optional[Dataset], collate_fn: Optional[Callable]) -> None:
+        """The given dataset, or Shapes World at the model's geometry."""
+        cfg, config = self.train_config, self.config
+        self.custom_data = dataset is not None
+        self.data_config = None
+        if dataset is None:
+            frames = min(17, config.max_frames)
+            if config.cvivit.image_size < MIN_IMAGE_SIZE:
+                fitting = [n for n, b in PRESETS.items() if b().cvivit.image_size >= MIN_IMAGE_SIZE]
+                raise ConfigError(f"Shapes World (the data when no dataset is given, --data) draws frames of at "
+                                  f"least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}, and this model makes "
+                                  f"{config.cvivit.image_size}x{config.cvivit.image_size}; give your clips (--data "
+                                  f"FOLDER) or a larger model: {', '.join(fitting)}")
+            self.data_config = ShapesWorldConfig(
+                image_size=config.cvivit.image_size, num_frames=frames,
+                temporal_patch=config.cvivit.temporal_patch_size, continuation_prob=cfg.continuation_prob,
+                prime_frames=min(5, frames - config.cvivit.temporal_patch_size),
+                paraphrase_prob=cfg.paraphrase_prob, fps=int(config.fps))
+            dataset = ShapesWorldDataset(self.data_config, seed=cfg.data_seed)
+        self.dataset = dataset
+        self.positions = EpochOrder(dataset, seed=cfg.data_seed,
+                                    shuffle=not getattr(dataset, "is_procedural", False))
+        self.collate_fn = collate_fn
 
     def _warm_start(self, init_from, tokenizer_from) -> None:
         if init_from is not None:
             bundle = load_bundle(init_from)
             if bundle.model.config != self.config:
-                raise CheckpointError(f"{init_from} has a different architecture than the requested config")
+                raise CheckpointError(f"{init_from} has another architecture than this run's model "
+                                      f"({config_difference(bundle.model.config, self.config)}); leave --preset "
+                                      f"out to train the bundle's own")
             self.model.load_state_dict(bundle.model.state_dict(), strict=True)
             self.history = list(bundle.extra.get("history", []))
             logger.info("warm start from %s", init_from)
         if tokenizer_from is not None:
             bundle = load_bundle(tokenizer_from)
             if bundle.model.config.cvivit != self.config.cvivit:
-                raise CheckpointError(f"the tokenizer in {tokenizer_from} has a different config "
-                                      f"({bundle.model.config.cvivit}) than this model ({self.config.cvivit})")
+                raise CheckpointError(f"the tokenizer in {tokenizer_from} has another geometry than this run's "
+                                      f"model ({config_difference(bundle.model.config.cvivit, self.config.cvivit)});"
+                                      f" leave --preset out to take the model from the tokenizer bundle")
             self.model.cvivit.load_state_dict(bundle.model.cvivit.state_dict(), strict=True)
             # the tokenizer's training comes from its own bundle; a warm-started transformer keeps its own
             tokenizer_history = [h for h in bundle.extra.get("history", []) if h.get("stage") == "tokenizer"]
@@ -265,30 +392,11 @@ class Trainer:
                 self.model.cvivit.eval()
                 ids = self.model.cvivit.encode_to_ids(batch["video"].to(self.device, non_blocking=True))
             text = self.captions(list(batch["caption"]), self.device) if self.captions is not None else None
-        if text is not None:
-            text = self._augment_text(text, generator)
         out = self.trained(ids, text=text, video_frame_mask=frame_mask, generator=generator)
         metrics = {"gen": out.generator_loss.item()}
         if out.critic_loss is not None:
             metrics["critic"] = out.critic_loss.item()
         return out.loss, metrics
-
-    def _augment_text(self, text: TextCondition, generator: torch.Generator) -> TextCondition:
-        """Stage 2's caption augmentations, in a fixed order: word dropout, pooled-only captions, noise."""
-        cfg = self.train_config
-        if cfg.text_token_drop > 0:
-            keep = torch.rand(text.mask.shape, generator=generator, device=self.device) >= cfg.text_token_drop
-            keep[:, 0] = True
-            text = TextCondition(text.embeds, text.mask & keep)
-        if cfg.text_pooled_only > 0:  # whole captions reduced to their pooled token
-            pooled_only = torch.rand(text.mask.shape[0], generator=generator, device=self.device) < cfg.text_pooled_only
-            keep = ~pooled_only[:, None] | (torch.arange(text.mask.shape[1], device=self.device) == 0)
-            text = TextCondition(text.embeds, text.mask & keep)
-        if cfg.text_noise > 0:
-            rms = text.embeds.pow(2).mean(-1, keepdim=True).sqrt()  # b l 1
-            noise = torch.randn(text.embeds.shape, generator=generator, device=self.device)
-            text = TextCondition(text.embeds + cfg.text_noise * rms * noise, text.mask)
-        return text
 
     # --- checkpoints and previews -----------------------------------------------------------------
     def _history(self, wall: float) -> list[dict[str, Any]]:
@@ -304,6 +412,7 @@ class Trainer:
         """Rank 0 writes the training state and the EMA bundle (atomically); the others wait."""
         if self.dist.is_main:
             self._save(wall)
+        self._resume, self._read_step = True, self.step  # the state on disk is now this trainer's own
         barrier(self.dist)
 
     def _save(self, wall: float) -> None:
@@ -324,7 +433,7 @@ class Trainer:
                         else ShapesWorldDataset(self.data_config, seed=self.train_config.data_seed + 1_000_003))
             video = torch.stack([held_out[i]["video"] for i in range(PREVIEW_CLIPS)]).to(self.device)
             recon = model.cvivit.decode_from_ids(model.cvivit.encode_to_ids(video))
-            logger.info("step %d: preview reconstruction PSNR %.2f dB", self.step, _psnr(recon, video))
+            logger.info("step %d: preview reconstruction PSNR %.2f dB", self.step, psnr(video, recon))
             clips = [c for pair in zip(video, recon) for c in pair]
             columns = 2
         else:
@@ -392,87 +501,195 @@ class Trainer:
             total_loss, total_metrics = values[0], dict(zip(keys, values[1:]))
         return total_loss, total_metrics
 
-    def run(self, max_minutes: Optional[float] = None,
-            on_step: Optional[Callable[[int, float], None]] = None, stop_at: Optional[int] = None) -> TrainResult:
-        """Train to ``config.steps``, or checkpoint and stop early: after ``max_minutes``, or at step
-        ``stop_at`` (the schedule still runs to ``config.steps``: a resumed run goes on exactly)."""
+    def _optimizer_step(self, batches) -> tuple[float, dict[str, float], float]:
+        """One optimizer step (learning rate, forward/backward, clip, AdamW, EMA): loss, metrics, grad norm."""
         cfg = self.train_config
-        total = cfg.steps
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(self.step, cfg)
+        loss, metrics = self._train_step(batches)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update_parameters(self.model)
+        self.step += 1
+        return loss, metrics, float(grad_norm)
+
+    def _stop_reason(self, started: float, max_minutes: Optional[float], stop_at: Optional[int],
+                     stop: Optional[threading.Event]) -> Optional[str]:
+        """Why the run stops after this step, the same on every rank: "signal", "time", "stop_at" or None."""
+        signalled = stop is not None and stop.is_set()
+        out_of_time = max_minutes is not None and (time.time() - started) > max_minutes * 60
+        if self.dist.enabled:  # every rank stops at the same step
+            flags = mean_across(torch.tensor([float(signalled), float(out_of_time)], device=self.device), self.dist)
+            signalled, out_of_time = bool(flags[0] > 0), bool(flags[1] > 0)
+        if signalled:
+            return "signal"
+        if out_of_time:
+            return "time"
+        return "stop_at" if self.step == stop_at else None
+
+    def schedule(self, stop_at: Optional[int] = None) -> str:
+        """The effective schedule, in one line (logged when a run starts)."""
+        cfg = self.train_config
+        end = min(cfg.steps, stop_at or cfg.steps)
+        layout = (f"{self.dist.world_size} processes x {cfg.grad_accum} micro-batches of {self.micro_batch}"
+                  if self.dist.world_size * cfg.grad_accum > 1 else "one micro-batch")
+        stop = f", stopping at step {end}" if end < cfg.steps else ""
+        return (f"{cfg.stage} stage, steps {self.step} -> {cfg.steps}{stop}: batch {cfg.batch_size} ({layout}), "
+                f"lr {cfg.lr:g} (warm-up {cfg.warmup_steps} steps, then cosine to {cfg.lr * cfg.min_lr_ratio:g}), "
+                f"EMA {cfg.ema_decay:g}, checkpoint every {cfg.checkpoint_every}, preview every {cfg.preview_every}, "
+                f"log every {cfg.log_every} steps")
+
+    def schedule_warnings(self, stop_at: Optional[int] = None) -> list[str]:
+        """What in the schedule will not happen in this run (the run is shorter than it)."""
+        cfg = self.train_config
+        end = min(cfg.steps, stop_at or cfg.steps)
+        ahead = end - self.step
+        warnings = []
+        if cfg.warmup_steps >= cfg.steps:
+            warnings.append(f"the warm-up ({cfg.warmup_steps} steps) is as long as the whole run ({cfg.steps} "
+                            f"steps): the learning rate never reaches --lr; lower --warmup-steps")
+        if 0 < ahead < cfg.checkpoint_every and end < cfg.steps:
+            warnings.append(f"no checkpoint before step {end} (--checkpoint-every {cfg.checkpoint_every}); "
+                            f"only the stop writes one")
+        elif 0 < ahead and cfg.checkpoint_every > ahead:
+            warnings.append(f"no checkpoint before the end (--checkpoint-every {cfg.checkpoint_every} is more "
+                            f"than the {ahead} steps to go); Ctrl-C still saves")
+        if 0 < ahead and cfg.preview_every > ahead:
+            warnings.append(f"no preview before the end (--preview-every {cfg.preview_every} is more than the "
+                            f"{ahead} steps to go)")
+        return warnings
+
+    def run(self, max_minutes: Optional[float] = None, on_step: Optional[Callable[[int, float], None]] = None,
+            stop_at: Optional[int] = None, stop: Optional[threading.Event] = None) -> TrainResult:
+        """Train to ``config.steps``, or checkpoint and stop early: after ``max_minutes``, at step
+        ``stop_at`` (the schedule still runs to ``config.steps``: a resumed run goes on exactly), or
+        after the step during which ``stop`` was set (e.g. by a signal handler).
+
+        The run holds ``run_dir``'s lock throughout; another live run there is refused. A run that
+        is already at its end returns at once with ``TrainResult.finished_before``."""
+        cfg = self.train_config
         if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 1):
             raise ConfigError(f"stop_at must be a positive step number, got {stop_at!r}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        wall_before = 0.0
-        if (self.run_dir / STATE_FILE).is_file():
-            wall_before = float(load_train_state(self.run_dir / STATE_FILE).info.get("wall_time_s", 0.0))
-        barrier(self.dist)  # rank 0 may have created the run directory and read the state
-        start = time.time()
-        self.model.train()
-        if cfg.stage == "transformer":
-            self.model.cvivit.eval()
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, initial=self.step, desc=f"train {cfg.stage}", unit="step", dynamic_ncols=True)
-        last_loss = float("nan")
-        window_start, window_samples = time.time(), 0
-        metrics_file = None
+        lock = RunLock(self.run_dir) if self.dist.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            self._check_state_unchanged()
+            barrier(self.dist)  # rank 0 may have created the run directory
+            end = min(cfg.steps, stop_at or cfg.steps)
+            if self.step >= end:
+                return self._finished_result()
+            if self.dist.is_main:
+                logger.info("%s", self.schedule(stop_at))
+                for warning in self.schedule_warnings(stop_at):
+                    logger.warning("%s", warning)
+            return self._loop(end, max_minutes, on_step, stop_at, stop)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _check_state_unchanged(self) -> None:
+        """Refuse to run when another run wrote a checkpoint here after this trainer read the directory."""
+        path = self.run_dir / STATE_FILE
+        if self._resume and path.is_file() and read_state_header(path)[0] != self._read_step:
+            saved = read_state_header(path)[0]
+            raise CheckpointError(f"{path} moved to step {saved} after this trainer read it at step {self.step}: "
+                                  f"another run used {self.run_dir} meanwhile; start again to resume from it")
+
+    def _finished_result(self) -> TrainResult:
+        if self.dist.is_main:
+            logger.info("%s is already at step %d of %d: nothing to train", self.run_dir, self.step,
+                        self.train_config.steps)
+        if not (self.run_dir / BUNDLE_FILE).is_file():
+            self.save(self._wall_before())
+        return TrainResult(self.run_dir, self.step, self.run_dir / BUNDLE_FILE, self._last_logged_loss(),
+                           finished_before=True)
+
+    def _wall_before(self) -> float:
+        path = self.run_dir / STATE_FILE
+        return float(read_state_header(path)[1].get("wall_time_s", 0.0)) if path.is_file() else 0.0
+
+    def _last_logged_loss(self) -> float:
+        """The loss of the last metrics.jsonl record at or before this step (nan when there is none)."""
+        path = self.run_dir / "metrics.jsonl"
+        loss = float("nan")
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("step", 0) <= self.step:
+                    loss = float(record.get("loss", loss))
+        return loss
+
+    def _loop(self, end: int, max_minutes: Optional[float], on_step, stop_at: Optional[int],
+              stop: Optional[threading.Event]) -> TrainResult:
+        cfg = self.train_config
+        wall_before, started = self._wall_before(), time.time()
+        self._train_mode()
+        last_loss, reason = float("nan"), None
+        window = [time.time(), 0]  # start time and samples of the current throughput window
+        bar = metrics_file = None
         if self.dist.is_main:
             self._drop_metrics_after(self.step)  # lines a killed run logged after its last checkpoint
             metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.stage}", unit="step",
+                       dynamic_ncols=True)
         try:
-            batches = iter(self._loader(total))
-            while self.step < min(total, stop_at or total):
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(self.step, cfg)
-                loss_value, metrics = self._train_step(batches)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.ema.update_parameters(self.model)
-                self.step += 1
-                last_loss = loss_value
-                window_samples += cfg.batch_size
-                if on_step is not None:
-                    on_step(self.step, last_loss)
-                if bar is not None:
-                    rate = window_samples / max(1e-6, time.time() - window_start)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}")
-                    bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == total:
-                    rate = window_samples / max(1e-6, time.time() - window_start)
-                    if self.dist.is_main:
-                        record = {"step": self.step, "loss": last_loss, "lr": self.optimizer.param_groups[0]["lr"],
-                                  "grad_norm": float(grad_norm), "samples_per_s": rate, **metrics}
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
-                        logger.info("step %d loss %.4f (%s) %.1f samples/s", self.step, last_loss,
-                                    ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), rate)
-                    window_start, window_samples = time.time(), 0
-                out_of_time = max_minutes is not None and (time.time() - start) > max_minutes * 60
-                if self.dist.enabled:  # every rank stops at the same step
-                    flag = torch.tensor(float(out_of_time), device=self.device)
-                    out_of_time = bool(mean_across(flag, self.dist) > 0)
-                stopping = out_of_time or self.step == stop_at
-                if self.step % cfg.checkpoint_every == 0 or self.step == total or stopping:
-                    self.save(wall_before + time.time() - start)
-                if (self.step % cfg.preview_every == 0 or self.step == total) and self.dist.is_main:
-                    self.preview()
-                    self.model.train()
-                    if cfg.stage == "transformer":
-                        self.model.cvivit.eval()
-                if out_of_time:
-                    logger.info("stopping after %.1f minutes at step %d (resume to continue)", max_minutes,
-                                self.step)
-                if stopping:
-                    break
+            with _logs_above(bar):
+                batches = iter(self._loader(cfg.steps))
+                while self.step < end:
+                    last_loss, metrics, grad_norm = self._optimizer_step(batches)
+                    window[1] += cfg.batch_size
+                    if on_step is not None:
+                        on_step(self.step, last_loss)
+                    rate = window[1] / max(1e-6, time.time() - window[0])
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{rate:.1f}")
+                        bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        self._log(metrics_file, last_loss, metrics, grad_norm, rate)
+                        window = [time.time(), 0]
+                    reason = self._stop_reason(started, max_minutes, stop_at, stop)
+                    self._checkpoint_and_preview(wall_before + time.time() - started, force=reason is not None)
+                    if reason is not None:
+                        break
         finally:
             if metrics_file is not None:
                 metrics_file.close()
             if bar is not None:
                 bar.close()
-        if not (self.run_dir / BUNDLE_FILE).is_file():
-            self.save(wall_before + time.time() - start)
-        return TrainResult(self.run_dir, self.step, self.run_dir / BUNDLE_FILE, last_loss)
+        if reason == "time" and self.dist.is_main:
+            logger.info("stopped after %.1f minutes at step %d", max_minutes, self.step)
+        return TrainResult(self.run_dir, self.step, self.run_dir / BUNDLE_FILE, last_loss, stopped=reason)
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.train_config.stage == "transformer":
+            self.model.cvivit.eval()
+
+    def _log(self, metrics_file, loss: float, metrics: dict[str, float], grad_norm: float, rate: float) -> None:
+        if not self.dist.is_main:
+            return
+        record = {"step": self.step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                  "grad_norm": grad_norm, "samples_per_s": rate, **metrics}
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        logger.info("step %d loss %.4f (%s) %.1f samples/s", self.step, loss,
+                    ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), rate)
+
+    def _checkpoint_and_preview(self, wall: float, force: bool) -> None:
+        cfg = self.train_config
+        if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or force:
+            self.save(wall)
+        if (self.step % cfg.preview_every == 0 or self.step == cfg.steps) and self.dist.is_main:
+            self.preview()
+            self._train_mode()
 
 
 def _device_name(device: torch.device) -> str:
