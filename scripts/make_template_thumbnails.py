@@ -4,7 +4,8 @@
 Each template's API twin (api_workflows/) runs through the pack's own nodes on the bundled model,
 with its own prompts, seed and settings, exactly as ComfyUI would run it; the frames its save node
 receives become a 3x3 sheet of frames spread over the clip. Re-run it whenever the bundled weights
-or a template change, then commit example_workflows/*.jpg:
+or a template change, then commit example_workflows/*.jpg. The story's sheet is also the pack's
+registry icon (docs/images/icon.png, [tool.comfy] Icon in pyproject.toml):
 
     OMP_NUM_THREADS=1 python scripts/make_template_thumbnails.py      # CPU, well under a minute
 
@@ -81,6 +82,10 @@ def main() -> None:
         out = template.with_suffix(".jpg")
         thumbnail(images).save(out, quality=90, optimize=True)
         logger.info("%s: %d frames -> %s (%d KB)", twin.name, len(images), out.name, out.stat().st_size // 1024)
+        if twin.name == "phenaki_story.api.json":
+            icon = ROOT / "docs" / "images" / "icon.png"
+            thumbnail(images).save(icon, optimize=True)
+            logger.info("the story's sheet -> %s (%d KB)", icon.relative_to(ROOT), icon.stat().st_size // 1024)
 
 
 if __name__ == "__main__":
