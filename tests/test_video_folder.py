@@ -105,6 +105,24 @@ def test_gif_is_rgb_float_cfhw(tmp_path):
     assert item["path"] == str(tmp_path / "red.gif")
 
 
+@pytest.mark.parametrize("suffix", [".webp", ".gif"])
+def test_per_frame_durations_are_honoured_in_webp_as_in_gif(suffix, tmp_path):
+    """Frames of 200, 200, 100, 100, 400 ms read at 10 fps: source frames 0 0 1 1 2 3 4 4 4 4.
+    The WebP's timing comes from its container, as the GIF's does (Pillow reports a WebP frame's
+    duration only once its pixels are decoded)."""
+    images = [Image.fromarray(f) for f in marker_frames(5)]
+    kwargs = {"lossless": True} if suffix == ".webp" else {}
+    images[0].save(tmp_path / f"clip{suffix}", save_all=True, append_images=images[1:],
+                   duration=[200, 200, 100, 100, 400], loop=0, **kwargs)
+    write_caption(tmp_path / f"clip{suffix}", "a clip")
+    ds = VideoFolderDataset(tmp_path, cfg(num_frames=11, fps=10.0))
+    entry = ds.entries[0]
+    assert entry.kind == "pil" and entry.duration == pytest.approx(1.0)
+    item = ds[0]
+    assert frame_ids(item)[:10] == [0, 0, 1, 1, 2, 3, 4, 4, 4, 4]
+    assert item["frame_mask"].tolist() == [True] * 10 + [False]
+
+
 def test_animated_webp_and_stills_mixed(tmp_path):
     write_webp(tmp_path / "clip.webp", marker_frames(6))
     write_caption(tmp_path / "clip.webp", "a clip")

@@ -374,12 +374,45 @@ def _import_av():
     return av
 
 
-def _pil_durations(image: Image.Image, suffix: str) -> list[float]:
-    """Per-frame durations in seconds of an opened animated image (seeks through it)."""
+def _webp_durations_ms(path: Path) -> Optional[list[int]]:
+    """Frame durations (ms) from an animated WebP's ANMF chunks, or None if the file has none.
+
+    Pillow reports a WebP frame's duration only after decoding its pixels, so the probe reads
+    the container instead: RIFF chunks, each ANMF payload starting with x, y, width-1, height-1
+    and the duration, 24-bit little-endian each."""
     durations = []
-    for i in range(getattr(image, "n_frames", 1)):
-        image.seek(i)
-        ms = image.info.get("duration") or 0
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return None
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                break
+            size = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"ANMF":
+                payload = handle.read(15)
+                if len(payload) < 15:
+                    break
+                durations.append(int.from_bytes(payload[12:15], "little"))
+                handle.seek(size + (size & 1) - 15, os.SEEK_CUR)
+            else:
+                handle.seek(size + (size & 1), os.SEEK_CUR)
+    return durations or None
+
+
+def _pil_durations(image: Image.Image, suffix: str) -> list[float]:
+    """Per-frame durations in seconds of an opened animated image (seeks through it). A duration
+    of 0 (or, in a GIF, 10 ms or less) counts as 100 ms, as browsers play it."""
+    n = getattr(image, "n_frames", 1)
+    webp = _webp_durations_ms(Path(image.filename)) if suffix == ".webp" and image.filename else None
+    durations = []
+    for i in range(n):
+        if webp is not None and len(webp) == n:
+            ms = webp[i]
+        else:
+            image.seek(i)
+            ms = image.info.get("duration") or 0
         if ms <= 0 or (suffix == ".gif" and ms <= 10):
             ms = _DEFAULT_FRAME_MS
         durations.append(float(ms) / 1000.0)
