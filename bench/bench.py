@@ -55,6 +55,19 @@ from phenaki_core import CriticConfig, Phenaki, SamplerConfig, TextCondition, pr
 from phenaki_core.convert import convert_peer_state_dict  # noqa: E402
 
 TEXT_LEN = 16
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+
+
+class tf32_matmuls:
+    """Allow TF32 matmuls (CUDA) inside the block, restoring the previous setting after."""
+
+    def __enter__(self):
+        self.saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+        return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,12 +113,17 @@ class RSSPeak:
 
 @dataclass
 class Cell:
-    times: list = field(default_factory=list)
+    times: list = field(default_factory=list)  # timed runs only: warm-ups are never counted
     peak_bytes: Optional[int] = None
+    first_s: Optional[float] = None  # the first (warm-up) call: compile, graph recording, caches
 
     @property
     def median(self) -> Optional[float]:
         return statistics.median(self.times) if self.times else None
+
+    @property
+    def spread(self) -> Optional[tuple[float, float]]:
+        return (min(self.times), max(self.times)) if self.times else None
 
 
 class Timer:
@@ -136,19 +154,20 @@ class Timer:
         return rss.delta, elapsed
 
     def compare(self, fns: dict[str, Callable[[], object]]) -> dict[str, Cell]:
-        """Warm up each fn (measuring memory), then alternate timed runs until repeats or budget."""
+        """Warm up each fn (its first call measures memory and is reported apart), then alternate
+        timed runs: ``repeats`` each, and more while the budget lasts (up to 3x repeats).
+        With warmup 0 (``--quick``) the single call is the timed run."""
         cells = {name: Cell() for name in fns}
         for name, fn in fns.items():
-            cells[name].peak_bytes, elapsed = self._memory(fn)  # first call: warm-up + memory
+            cells[name].peak_bytes, cells[name].first_s = self._memory(fn)
+            if self.warmup == 0:
+                cells[name].times.append(cells[name].first_s)
             for _ in range(self.warmup - 1):
                 self._once(fn)
-            if self.warmup == 0 or elapsed > self.budget_s:
-                # no warm-up asked for, or a call so long that one-time costs are noise: it counts
-                cells[name].times.append(elapsed)
-        spent = sum(sum(c.times) for c in cells.values())
-        # alternate the implementations; at least one timed run each, then stop at repeats or budget
-        while min(len(c.times) for c in cells.values()) < self.repeats:
-            if spent > self.budget_s and all(c.times for c in cells.values()):
+        spent = 0.0
+        while True:
+            runs = min(len(c.times) for c in cells.values())
+            if runs >= self.repeats and (spent > self.budget_s or runs >= 3 * self.repeats):
                 break
             for name, fn in fns.items():
                 elapsed = self._once(fn)
@@ -242,42 +261,59 @@ class Workloads:
                              generator=self.gen).to(self.device)
 
     # sampling ---------------------------------------------------------------------------------
-    def sampling(self, batch: int, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+    def sampling(self, batch: int, dtype: torch.dtype, variants: tuple[str, ...] = ("eager-sdpa",)
+                 ) -> dict[str, Callable[[], object]]:
+        """Our sampler in each variant ``{eager,graphs}-{sdpa,flex,auto}`` (graphs: compile=True)."""
         embeds = self.text(batch)
         sampler = SamplerConfig(steps=self.setup.steps, cond_scale=3.0)
         ours = self.ours if dtype == torch.float32 else self._ours_in(dtype)
         text = TextCondition(embeds.to(dtype), torch.ones(batch, TEXT_LEN, dtype=torch.bool, device=self.device))
+        fns = {}
+        for variant in variants:
+            mode, attention = variant.split("-")
 
-        def run_ours():
-            gen = torch.Generator(device=self.device).manual_seed(0)
-            ids = ours.sample(text, num_frames=self.setup.frames, sampler=sampler, generator=gen,
-                              compile=self.compile_sampler)
-            return ours.cvivit.decode_from_ids(ids)
+            def run(compile=mode == "graphs", attention=attention):
+                gen = torch.Generator(device=self.device).manual_seed(0)
+                ids = ours.sample(text, num_frames=self.setup.frames, sampler=sampler, generator=gen,
+                                  compile=compile, attention=attention)
+                return ours.cvivit.decode_from_ids(ids)
 
-        fns = {"ours": run_ours}
-        if self.peer is not None:
-            peer = self.peer
-
-            def run_peer():
-                peer.set_text(embeds)
-                with self._autocast(dtype):
-                    return peer.phenaki.sample(texts=[""] * batch, num_frames=self.setup.frames, cond_scale=3.0)
-
-            fns["peer"] = run_peer
+            fns[f"ours {variant}"] = run
         return fns
 
+    def peer_sampling(self, batch: int, precision: str) -> Callable[[], object]:
+        embeds = self.text(batch)
+        peer = self.peer
+
+        def run():
+            peer.set_text(embeds)
+            with self._precision(precision):
+                return peer.phenaki.sample(texts=[""] * batch, num_frames=self.setup.frames, cond_scale=3.0)
+
+        return run
+
     def sampling_flops(self, batch: int) -> int:
-        """FLOPs of one sample (our forward passes x steps + the final decode), fp32 graph."""
-        model, steps = self.ours, self.setup.steps
+        """FLOPs our sampler executes for one sample: the preparation, per step the trunk on all
+        2b guidance rows and the head at the k_s masked positions only, and the final decode."""
+        from phenaki_core.guided import GuidedModel
+        from phenaki_core.sampling import plan_steps
+
+        model = self.ours
         text = TextCondition(self.text(batch), torch.ones(batch, TEXT_LEN, dtype=torch.bool, device=self.device))
         n = math.prod(self.token_shape)
         ids = torch.full((batch, n), model.maskgit.mask_id, device=self.device)
         with torch.no_grad():
-            setup_flops = count_flops(lambda: model._guided_fns(text, None, None, self.token_shape, 3.0))
-            logits_fn, _ = model._guided_fns(text, None, None, self.token_shape, 3.0)
-            step_flops = count_flops(lambda: logits_fn(ids))
+            holder = {}
+            setup_flops = count_flops(lambda: holder.setdefault(
+                "g", GuidedModel(model, text, None, None, self.token_shape, 3.0, "sdpa")))
+            guided = holder["g"]
+            trunk = count_flops(lambda: model.maskgit(guided._rows(ids), text_mask=guided.text_mask,
+                                                      token_shape=self.token_shape, attn_bias=guided.bias,
+                                                      text_kvs=guided.text_kvs, return_embeds=True))
             decode_flops = count_flops(lambda: model.cvivit.decode_from_ids(self.ids(batch)))
-        return setup_flops + steps * step_flops + decode_flops
+        head = 2 * batch * model.maskgit.dim * model.maskgit.num_tokens  # per masked position
+        plans = plan_steps(n, SamplerConfig(steps=self.setup.steps))
+        return setup_flops + len(plans) * trunk + head * sum(p.masked for p in plans) + decode_flops
 
     def _ours_in(self, dtype: torch.dtype) -> Phenaki:
         cached = getattr(self, "_cast", {})
@@ -292,6 +328,12 @@ class Workloads:
         if dtype == torch.float32:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def _precision(self, precision: str):
+        """fp32, tf32 (fp32 tensors, TF32 matmuls on CUDA) or bf16 (autocast), for the peer."""
+        if precision == "tf32":
+            return tf32_matmuls()
+        return self._autocast(DTYPES[precision])
 
     # training ---------------------------------------------------------------------------------
     def _train_step(self, dtype: torch.dtype, module: torch.nn.Module, params, loss_fn: Callable[[], torch.Tensor],
@@ -407,15 +449,30 @@ def render(rows: list[dict], header: dict) -> str:
              f"  |  peer: {header['peer'] or 'not run'}",
              "matmul peak (measured): " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s"
                                                     for k, v in header["matmul_peak"].items()),
+             "times: median of the timed runs [min-max], warm-up excluded; ratio: the peer's best precision / ours",
              "",
-             "| measurement | dtype | ours | peer | peer/ours | ours peak mem | peer peak mem | GFLOP | ours % peak | peer % peak |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| measurement | ours | ours time | runs | first call | ours peak mem | peer best | peer time "
+             "| peer best / ours | GFLOP | ours % peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        spread = r.get("ours_spread")
         lines.append(
-            f"| {r['name']} | {r['dtype']} | {fmt_time(r['ours_s'])} | {fmt_time(r.get('peer_s'))} "
-            f"| {ratio(r.get('peer_s'), r['ours_s'])} | {fmt_mem(r.get('ours_mem'))} | {fmt_mem(r.get('peer_mem'))} "
-            f"| {opt(r.get('gflop'), '{:.3g}')} | {opt(r.get('ours_peak_pct'), '{:.1f}%')} "
-            f"| {opt(r.get('peer_peak_pct'), '{:.1f}%')} |")
+            f"| {r['name']} | {r['ours']} | {fmt_time(r['ours_s'])}"
+            f"{'' if not spread else f' [{fmt_time(spread[0])}-{fmt_time(spread[1])}]'} | {len(r['ours_times'])} "
+            f"| {fmt_time(r.get('ours_first_s'))} | {fmt_mem(r.get('ours_mem'))} | {r.get('peer') or '-'} "
+            f"| {fmt_time(r.get('peer_s'))} | {ratio(r.get('peer_s'), r['ours_s'])} "
+            f"| {opt(r.get('gflop'), '{:.3g}')} | {opt(r.get('ours_peak_pct'), '{:.1f}%')} |")
+    peers = [r for r in rows if r.get("peer_cells")]
+    if peers:
+        lines += ["", "| measurement | peer precision | time | peak mem | % peak |", "|---|---|---|---|---|"]
+        seen = set()
+        for r in peers:
+            for name, cell in r["peer_cells"].items():
+                if (r["name"], name) in seen:
+                    continue
+                seen.add((r["name"], name))
+                lines.append(f"| {r['name']} | {name} | {fmt_time(cell['s'])} | {fmt_mem(cell['mem'])} "
+                             f"| {opt(cell.get('peak_pct'), '{:.1f}%')} |")
     return "\n".join(lines)
 
 
@@ -425,16 +482,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--peer", action="store_true", help="also run phenaki-pytorch 0.5.0 (must be installed)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny preset, 1 repeat, no warm-up")
-    parser.add_argument("--dtypes", default=None, help="comma list of fp32,bf16 (default: fp32, plus bf16 on CUDA)")
+    parser.add_argument("--dtypes", default=None, help="ours: comma list of fp32,bf16 (default: fp32, plus bf16 on CUDA)")
+    parser.add_argument("--peer-precisions", default=None,
+                        help="the peer: comma list of fp32,tf32,bf16 (default: all three on CUDA, fp32 on the CPU); "
+                             "every ratio is taken against the fastest")
+    parser.add_argument("--variants", default=None,
+                        help="our sampler: comma list of {eager,graphs}-{sdpa,flex,auto} (default: eager-sdpa on "
+                             "the CPU; eager-sdpa, eager-flex, graphs-flex on CUDA)")
     parser.add_argument("--only", default=None,
                         help="comma list of: sample, maskgit_train, cvivit_train, encode, decode")
     parser.add_argument("--sample-batches", default=None, help="comma list overriding the sampling batch sizes")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per cell (median is reported)")
-    parser.add_argument("--budget", type=float, default=60.0,
-                        help="stop repeating a cell once its timed runs took this many seconds (>= 1 run); "
-                             "a warm-up call longer than this counts as the timed run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell, at least (median reported)")
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="keep adding timed runs (up to 3x --repeats) while a cell's runs took less than this")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--compile", action="store_true", help="sample with compile=True (torch.compile / CUDA graphs)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
 
@@ -443,62 +504,90 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--device cuda but no CUDA GPU is available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtypes = args.dtypes.split(",") if args.dtypes else (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
-    dtype_map = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    if device.type == "cpu" and "bf16" in dtypes:
-        parser.error("bf16 is measured on CUDA only")
+    cuda = device.type == "cuda"
+    dtypes = args.dtypes.split(",") if args.dtypes else (["bf16", "fp32"] if cuda else ["fp32"])
+    precisions = (args.peer_precisions.split(",") if args.peer_precisions
+                  else (["fp32", "tf32", "bf16"] if cuda else ["fp32"])) if args.peer else []
+    variants = tuple(args.variants.split(",") if args.variants
+                     else (["eager-sdpa", "eager-flex", "graphs-flex"] if cuda else ["eager-sdpa"]))
+    if not cuda and ("bf16" in dtypes or "bf16" in precisions or "tf32" in precisions):
+        parser.error("bf16 and tf32 are measured on CUDA only")
     tasks = args.only.split(",") if args.only else ["sample", "maskgit_train", "cvivit_train", "encode", "decode"]
     repeats, warmup = (1, 0) if args.quick else (args.repeats, 1)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, for both implementations
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (tf32 is its own peer precision)
         torch.backends.cudnn.allow_tf32 = False
 
     setup = make_setup(args.config, args.quick)
     if args.sample_batches:
         setup.sample_batches = tuple(int(b) for b in args.sample_batches.split(","))
-    work = Workloads(setup, device, args.peer, args.compile)
+    work = Workloads(setup, device, args.peer, False)
     timer = Timer(device, repeats, warmup, args.budget)
-    peak_n = 256 if args.quick else (8192 if device.type == "cuda" else 2048)
-    peaks = {d: matmul_peak(device, dtype_map[d], peak_n, seconds=0.2 if args.quick else 2.0) for d in dtypes}
+    peak_n = 256 if args.quick else (8192 if cuda else 2048)
+    peaks = {d: matmul_peak(device, DTYPES[d], peak_n, seconds=0.2 if args.quick else 2.0) for d in dtypes}
     header = {"device": device_name(device), "torch": torch.__version__, "config": setup.name,
               "peer": f"phenaki-pytorch {__import__('peer').peer_version()}" if args.peer else None,
               "matmul_peak": peaks, "command": " ".join([Path(sys.executable).name] + sys.argv),
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "repeats": repeats}
 
     rows = []
 
-    def record(name: str, dtype: str, cells: dict[str, Cell], gflop: Optional[float] = None):
-        row = {"name": name, "dtype": dtype, "ours_s": cells["ours"].median, "ours_mem": cells["ours"].peak_bytes,
-               "ours_times": cells["ours"].times}
-        if "peer" in cells:
-            row.update(peer_s=cells["peer"].median, peer_mem=cells["peer"].peak_bytes, peer_times=cells["peer"].times)
-        if gflop is not None:
-            row["gflop"] = gflop
-            peak = peaks[dtype]
-            row["ours_peak_pct"] = 100 * gflop * 1e9 / row["ours_s"] / peak
-            if row.get("peer_s"):
-                row["peer_peak_pct"] = 100 * gflop * 1e9 / row["peer_s"] / peak
-        rows.append(row)
-        print(f"  {name} [{dtype}]: ours {fmt_time(row['ours_s'])}"
-              + (f", peer {fmt_time(row['peer_s'])} ({ratio(row['peer_s'], row['ours_s'])})" if "peer_s" in row else ""),
-              flush=True)
+    def record(name: str, cells: dict[str, Cell], gflop: Optional[float] = None):
+        """One row per ours-cell, each against the fastest peer cell."""
+        peer_cells = {k[len("peer "):]: c for k, c in cells.items() if k.startswith("peer ")}
+        best = min(peer_cells, key=lambda k: peer_cells[k].median) if peer_cells else None
+        for key, cell in cells.items():
+            if not key.startswith("ours "):
+                continue
+            label = key[len("ours "):]
+            row = {"name": name, "ours": label, "ours_s": cell.median, "ours_spread": cell.spread,
+                   "ours_times": cell.times, "ours_first_s": cell.first_s, "ours_mem": cell.peak_bytes}
+            if best is not None:
+                row.update(peer=best, peer_s=peer_cells[best].median, peer_mem=peer_cells[best].peak_bytes,
+                           peer_cells={k: {"s": c.median, "times": c.times, "mem": c.peak_bytes,
+                                           "peak_pct": None if gflop is None else
+                                           100 * gflop * 1e9 / c.median / max(peaks.values())}
+                                       for k, c in peer_cells.items()})
+            if gflop is not None:
+                row["gflop"] = gflop
+                dtype = label.split()[0]
+                row["ours_peak_pct"] = 100 * gflop * 1e9 / cell.median / peaks.get(dtype, max(peaks.values()))
+            rows.append(row)
+            print(f"  {name} [{label}]: {fmt_time(row['ours_s'])}"
+                  + (f", peer {best} {fmt_time(row['peer_s'])} ({ratio(row['peer_s'], row['ours_s'])})"
+                     if best else ""), flush=True)
 
-    print(f"bench: {header['device']}, config {setup.name}, peer {'on' if args.peer else 'off'}", flush=True)
-    for dname in dtypes:
-        dtype = dtype_map[dname]
-        if "sample" in tasks:
-            for b in setup.sample_batches:
-                gflop = work.sampling_flops(b) / 1e9
-                record(f"sample b{b} ({setup.frames} frames, {setup.steps} steps, CFG 3)", dname,
-                       timer.compare(work.sampling(b, dtype)), gflop)
-        if "maskgit_train" in tasks:
-            record(f"MaskGit train step b{setup.train_batch}", dname, timer.compare(work.maskgit_train(dtype)))
-        if "cvivit_train" in tasks:
-            record(f"C-ViViT train step b{setup.train_batch}", dname, timer.compare(work.cvivit_train(dtype)))
-        if "encode" in tasks:
-            record(f"tokenizer encode b{setup.coding_batch}", dname, timer.compare(work.encode(dtype)))
-        if "decode" in tasks:
-            record(f"tokenizer decode b{setup.coding_batch}", dname, timer.compare(work.decode(dtype)))
+    def peer_fn(task, precision):
+        fn = task(DTYPES[precision])["peer"]
+        if precision != "tf32":
+            return fn
+
+        def run():
+            with tf32_matmuls():
+                return fn()
+        return run
+
+    print(f"bench: {header['device']}, config {setup.name}, peer {precisions or 'off'}", flush=True)
+    if "sample" in tasks:
+        for b in setup.sample_batches:
+            fns = {}
+            for dname in dtypes:
+                fns.update({f"ours {dname} {k[len('ours '):]}": fn
+                            for k, fn in work.sampling(b, DTYPES[dname], variants).items()})
+            for precision in precisions:
+                fns[f"peer {precision}"] = work.peer_sampling(b, precision)
+            record(f"sample b{b} ({setup.frames} frames, {setup.steps} steps, CFG 3, decoded)", timer.compare(fns),
+                   work.sampling_flops(b) / 1e9)
+    for task_name, label in (("maskgit_train", f"MaskGit train step b{setup.train_batch}"),
+                             ("cvivit_train", f"C-ViViT train step b{setup.train_batch}"),
+                             ("encode", f"tokenizer encode b{setup.coding_batch}"),
+                             ("decode", f"tokenizer decode b{setup.coding_batch}")):
+        if task_name not in tasks:
+            continue
+        task = getattr(work, task_name)
+        fns = {f"ours {d}": task(DTYPES[d])["ours"] for d in dtypes}
+        fns.update({f"peer {p}": peer_fn(task, p) for p in precisions})
+        record(label, timer.compare(fns))
 
     print()
     print(render(rows, header))

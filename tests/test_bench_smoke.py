@@ -26,3 +26,25 @@ def test_bench_quick_runs_on_cpu_without_the_peer(tmp_path):
     sampling = [row for row in data["rows"] if row["name"].startswith("sample")]
     assert all(row["gflop"] > 0 and row["ours_peak_pct"] > 0 for row in sampling)
     assert data["header"]["matmul_peak"]["fp32"] > 0
+
+
+def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
+    """bench/gpu_check.sh is what a rare GPU runs as is: its CPU dry run keeps it from rotting."""
+    import os
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "DRY_RUN": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True,
+                            timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("exit 0") == 5, result.stdout
+    sample = json.loads((out / "bench_sample.json").read_text())
+    assert {row["ours"] for row in sample["rows"]} == {"fp32 eager-sdpa", "fp32 eager-flex"}
+    assert all(row["ours_first_s"] > 0 and row["ours_times"] for row in sample["rows"])
+    train = json.loads((out / "bench_train.json").read_text())
+    assert [row["name"].split(" train")[0] for row in train["rows"]] == ["MaskGit", "C-ViViT"]
+    agreement = json.loads((out / "agreement.json").read_text())["agreement"]
+    assert 0 <= agreement["b1"]["step0_logits_max_abs_err"] < 1 and agreement["b1"]["step0_argmax_agreement"] > 0.9
+    attention = json.loads((out / "attention.json").read_text())["attention"]
+    assert attention["flex bias table forward"]["max_abs_err"] < 1e-4
+    shares = json.loads((out / "profile.json").read_text())["profile"]["share"]
+    assert abs(sum(shares.values()) - 1) < 1e-6 and shares["matmul"] > 0 and shares["sampler tail"] > 0
