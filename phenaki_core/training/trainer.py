@@ -126,7 +126,7 @@ def config_difference(theirs: Any, ours: Any, limit: int = 4) -> str:
     diffs: list[str] = []
 
     def walk(a: dict, b: dict, prefix: str) -> None:
-        for key in sorted(set(a) | set(b)):
+        for key in [*a, *(k for k in b if k not in a)]:  # declaration order: sizes first
             x, y = a.get(key), b.get(key)
             if isinstance(x, dict) and isinstance(y, dict):
                 walk(x, y, f"{prefix}{key}.")
