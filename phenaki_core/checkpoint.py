@@ -4,7 +4,7 @@ Header metadata (all strings, as safetensors requires):
     format          "phenaki-bundle"
     format_version  "1"
     config          PhenakiConfig as JSON
-    text_encoder    TextEncoderSpec as JSON (name, dim, sha256, max_length; pooled_token only when true)
+    text_encoder    TextEncoderSpec as JSON (name, dim, sha256, max_length)
     extra           optional JSON (training steps, notes, ...)
 
 Loading builds the modules from that config on the meta device and assigns the tensors with a

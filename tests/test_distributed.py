@@ -22,7 +22,6 @@ from PIL import Image
 from phenaki_core import load_bundle
 from phenaki_core.cli import main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, load_train_state
-from phenaki_core.training.distributed import EpochOrder, StepSampler, DistContext, slot_generator
 
 COLOURS = [(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 210, 40)]
 COMMON = ["--preset", "tiny-shapes", "--frames", "9", "--steps", "3", "--batch-size", "4", "--lr", "1e-3",
@@ -80,6 +79,7 @@ def runs(folder, tmp_path_factory):
     data = ["--data", str(folder)]
     assert main(["train", "tokenizer", str(root / "tok1"), *data, "--grad-accum", "2", *COMMON]) == 0
     tok2 = torchrun("train", "tokenizer", str(root / "tok2"), *data, *COMMON)
+    assert tok2.stderr.count("1 unreadable: broken.gif") == 1, tok2.stderr  # rank 0 alone reports
     tokenizer = ["--tokenizer", str(root / "tok1" / BUNDLE_FILE)]
     assert main(["train", "transformer", str(root / "t2v1"), *data, *tokenizer, "--grad-accum", "2", *COMMON]) == 0
     t2v2 = torchrun("train", "transformer", str(root / "t2v2"), *data, *tokenizer, *COMMON)

@@ -14,9 +14,11 @@ A training step consumes one *global batch* of ``batch_size`` items, cut into
 ``world_size * grad_accum`` equal micro-batches ("slots"). Slot ``k = micro * world_size + rank``
 of step ``s`` reads the dataset *positions* ``s * batch_size + k * micro + i``, and its random
 draws (masks, CFG dropout, critic samples) come from a generator seeded by ``(seed, s, k)``.
-So two processes with one micro-batch each compute exactly what one process computes with
-``grad_accum=2``: the same items, the same random draws, the same averaged gradient. A run may
-resume with another number of processes; nothing but the step count is needed to continue.
+So two processes with one micro-batch each compute what one process computes with
+``grad_accum=2``: the same items, the same random draws, the same averaged gradient up to float
+rounding (the all-reduce may sum in another order than the local accumulation, so weights can
+differ in the last bits; the tests allow 2e-5). A run may resume with another number of
+processes; nothing but the step count is needed to continue.
 
 A position maps to a dataset index through a fresh permutation per epoch
 (:class:`EpochOrder`), so within an epoch no item is read twice.
