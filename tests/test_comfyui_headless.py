@@ -9,27 +9,42 @@ outside the project (under $ROOT, default a comfy-headless folder in the temp di
 
 See docs/comfyui_headless.md for the commands and a recorded run.
 
-It checks that /object_info lists the nodes, that every ``*.api.json`` in workflows/ runs to
-success and writes its file, that bad inputs (wrong frame count, too long a prime, an empty prompt,
-a cond from another model) show an actionable one-line message, and that Cancel stops
-sampling and leaves the server able to run again. Checkpoints come from a models folder added with
-``--extra-model-paths-config`` (a user path that must survive the pack's own registration); while
-the bundled model is not shipped yet, a randomly initialised shapes64 model stands in for it.
+It checks what a user meets in ComfyUI's own UI, through the server routes the frontend uses:
+/object_info lists the nodes with a tooltip on every input and output and search aliases for
+"text to video", "t2v", "story", "video" and "continue"; the templates route lists only the UI
+graphs, each with its thumbnail, and every node they use exists; every API twin in api_workflows/
+runs to success and writes its file; live previews (when enabled) come at the promised rate and
+Chain Scenes' previews hold each scene's prime, the last one per scene equal to the frames it
+returns; bad frame counts, primes and prompts are refused when the graph is queued, before anything
+runs (VALIDATE_INPUTS), and what only the run can know shows an actionable one-line message; Cancel
+stops sampling and leaves the server able to run again. Checkpoints come from a models folder added
+with ``--extra-model-paths-config`` (a user path that must survive the pack's own registration);
+while the bundled model is not shipped yet, a randomly initialised shapes64 model stands in for it.
+
+With VHS_GIT_DIR pointing at a ComfyUI-VideoHelperSuite snapshot (given like COMFY_GIT_DIR), it
+also runs VideoHelperSuite's Load Video -> Encode Video -> Sample Scene -> Video Combine on a 24 fps
+clip, and checks that the continuation moves at the clip's speed. VideoHelperSuite runs with
+opencv-python-headless and imageio-ffmpeg, which the test installs into ComfyUI's venv.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
 import socket
+import struct
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageSequence
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = Path(os.environ.get("COMFYUI_HEADLESS_TOOL", ROOT.parent / "shared" / "tools" / "comfyui_headless.sh"))
@@ -37,7 +52,13 @@ BUNDLED = "(bundled) shapes64"
 STAND_IN = "phenaki_headless_test.safetensors"
 UNCONDITIONAL = "phenaki_headless_unconditional.safetensors"  # its cond holds no text: a model/cond mismatch
 NODE_IDS = ["PhenakiLoader", "PhenakiEncodeText", "PhenakiSampleScene", "PhenakiChainScenes",
-            "PhenakiEncodeVideo", "PhenakiDecode"]
+            "PhenakiEncodeVideo", "PhenakiDecode", "PhenakiExampleClip"]
+PACK_NAME = "phenaki-comfyui"  # the pack's folder in custom_nodes/
+TEMPLATES = ROOT / "example_workflows"
+VHS_GIT_DIR = os.environ.get("VHS_GIT_DIR", "")
+VHS_NAME = "ComfyUI-VideoHelperSuite"
+CLIP_24FPS = "phenaki_test_24fps.mp4"
+CLIP_SPEED = 16.0  # px per second: 2 px per frame at the model's 8 fps (a Shapes World speed)
 
 pytestmark = pytest.mark.skipif(not os.environ.get("COMFY_GIT_DIR") or not TOOL.is_file(),
                                 reason="set COMFY_GIT_DIR to a ComfyUI source snapshot to run ComfyUI headless")
@@ -72,8 +93,21 @@ class Server:
             body = response.read()
         return json.loads(body) if body else None
 
+    def get_raw(self, path: str) -> tuple[str, bytes]:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return response.headers.get("Content-Type", ""), response.read()
+
     def submit(self, prompt: dict) -> str:
         return self.post("/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})["prompt_id"]
+
+    def refused(self, prompt: dict) -> dict:
+        """POST a prompt that validation must refuse (HTTP 400); return its node_errors."""
+        try:
+            self.submit(prompt)
+        except urllib.error.HTTPError as error:
+            assert error.code == 400, error.code
+            return json.loads(error.read())["node_errors"]
+        raise AssertionError("the prompt was queued; validation should have refused it")
 
     def wait(self, prompt_id: str, timeout: float = 600) -> dict:
         deadline = time.time() + timeout
@@ -105,19 +139,68 @@ def server(tmp_path_factory):
         save_bundle(models / "phenaki" / STAND_IN, Phenaki(preset("shapes64")).eval(), MINILM_SPEC)
         save_bundle(models / "phenaki" / UNCONDITIONAL, Phenaki(tiny).eval(), MINILM_SPEC)
     (run_dir / "input").mkdir(parents=True)
-    for clip in (ROOT / "workflows" / "input").iterdir():
-        shutil.copy(clip, run_dir / "input" / clip.name)
 
-    env = dict(os.environ, PORT=str(free_port()), RUN=str(run_dir), PACK_NAME="phenaki-comfyui",
+    env = dict(os.environ, PORT=str(free_port()), RUN=str(run_dir), PACK_NAME=PACK_NAME,
                EXTRA_ARGS=f"--extra-model-paths-config {work / 'extra_model_paths.yaml'}")
     server = Server(env, run_dir)
     server.tool("setup")
     server.tool("link", str(ROOT))
+    vhs_link = None
+    if VHS_GIT_DIR:
+        vhs_link = add_videohelpersuite(env, work, run_dir / "input" / CLIP_24FPS)
     server.tool("start", timeout=300)
     try:
         yield server
     finally:
         server.tool("stop", timeout=60)
+        if vhs_link is not None:
+            vhs_link.unlink()
+
+
+def comfy_paths(env: dict) -> tuple[Path, Path]:
+    """ComfyUI's checkout and the python of its venv, where comfyui_headless.sh puts them."""
+    root = Path(env.get("ROOT") or Path(os.environ.get("TMPDIR", "/tmp")) / "comfy-headless")
+    return Path(env.get("COMFY") or root / "ComfyUI"), Path(env.get("VENV") or root / "venv") / "bin" / "python"
+
+
+def add_videohelpersuite(env: dict, work: Path, clip: Path) -> Path:
+    """Extract the VideoHelperSuite snapshot into ``work``, install what it runs with, link it into
+    custom_nodes/ (removed again after the tests), and write a 24 fps test clip for Load Video."""
+    comfy, python = comfy_paths(env)
+    target = work / VHS_NAME
+    listing = subprocess.run(["git", "--git-dir", VHS_GIT_DIR, "ls-tree", "-r", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout
+    for line in listing.splitlines():
+        meta, path = line.split("\t", 1)
+        _mode, kind, sha = meta.split()
+        if kind == "blob":
+            (target / path).parent.mkdir(parents=True, exist_ok=True)
+            (target / path).write_bytes(subprocess.run(["git", "--git-dir", VHS_GIT_DIR, "cat-file", "blob", sha],
+                                                       capture_output=True, check=True).stdout)
+    constraints = Path(env.get("ROOT") or comfy.parent) / "constraints-torch.txt"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(constraints), "opencv-python-headless",
+                    "imageio-ffmpeg"], check=True, capture_output=True, timeout=600)
+    link = comfy / "custom_nodes" / VHS_NAME
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(target)
+    subprocess.run([str(python), "-c", WRITE_CLIP, str(clip)], check=True, capture_output=True, timeout=120)
+    return link
+
+
+WRITE_CLIP = f"""
+import sys, numpy as np, imageio_ffmpeg
+size, fps, frames, radius = 64, 24, 25, 7  # 25 frames: one second at 24 fps
+yy, xx = np.mgrid[0:size, 0:size]
+writer = imageio_ffmpeg.write_frames(sys.argv[1], (size, size), fps=fps, quality=10, macro_block_size=1)
+writer.send(None)
+for i in range(frames):
+    x = 10 + {CLIP_SPEED} * i / fps  # a red circle moving right
+    frame = np.zeros((size, size, 3), np.uint8)
+    frame[((xx - x) ** 2 + (yy - 32) ** 2) <= radius ** 2] = (255, 0, 0)
+    writer.send(np.ascontiguousarray(frame))
+writer.close()
+"""
 
 
 def prompts(server) -> dict[str, dict]:
@@ -125,7 +208,7 @@ def prompts(server) -> dict[str, dict]:
     checkpoints = server.get("/object_info/PhenakiLoader")["PhenakiLoader"]["input"]["required"]["ckpt_name"][0]
     bundled_present = (ROOT / "phenaki_core" / "weights" / "shapes64.safetensors").is_file()
     result = {}
-    for path in sorted((ROOT / "workflows").glob("*.api.json")):
+    for path in sorted((ROOT / "api_workflows").glob("*.api.json")):
         prompt = json.loads(path.read_text())
         for entry in prompt.values():
             if entry["inputs"].get("ckpt_name") == BUNDLED and not bundled_present:
@@ -150,18 +233,64 @@ def test_object_info_lists_the_nodes_and_keeps_user_model_paths(server):
     assert info["PhenakiSampleScene"]["input"]["required"]["seed"][1]["control_after_generate"] is True
 
 
+def test_every_input_and_output_shows_a_tooltip(server):
+    info = server.get("/object_info")
+    for node_id in NODE_IDS:
+        node = info[node_id]
+        for section in ("required", "optional"):
+            for name, spec in node["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} shows no tooltip"
+        assert len(node["output_tooltips"]) == len(node["output"]) and all(node["output_tooltips"]), node_id
+
+
+# The frontend's node search looks in name, display_name and search_aliases (a fuzzy match; a phrase that is
+# one of those strings, or part of one, is found).
+SEARCHES = {"text to video": {"PhenakiSampleScene", "PhenakiChainScenes"}, "t2v": {"PhenakiSampleScene"},
+            "story": {"PhenakiChainScenes"}, "video": {"PhenakiEncodeVideo", "PhenakiDecode"},
+            "continue": {"PhenakiSampleScene", "PhenakiEncodeVideo"}}
+
+
+def test_the_node_search_finds_phenaki_nodes(server):
+    info = server.get("/object_info")
+    for query, expected in SEARCHES.items():
+        found = {node_id for node_id in NODE_IDS if any(
+            query in text.lower() for text in [node_id, info[node_id]["display_name"],
+                                               *info[node_id]["search_aliases"]])}
+        assert expected <= found, f"{query!r} finds {sorted(found)}"
+
+
+def test_the_templates_browser_lists_ui_graphs_with_thumbnails_that_open(server):
+    """What the templates browser does: list /workflow_templates, show <name>.jpg, open <name>.json."""
+    listed = server.get("/workflow_templates")
+    names = sorted(p.stem for p in TEMPLATES.glob("*.json"))
+    assert sorted(listed[PACK_NAME]) == names and len(names) == 3, listed.get(PACK_NAME)
+    info = server.get("/object_info")
+    for name in names:
+        base = f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}"
+        kind, thumbnail = server.get_raw(base + ".jpg")
+        assert kind.startswith("image/jpeg") and Image.open(io.BytesIO(thumbnail)).format == "JPEG", name
+        workflow = server.get(base + ".json")
+        assert workflow["version"] == 0.4 and workflow["nodes"], f"{name} is not a UI graph"
+        missing = {n["type"] for n in workflow["nodes"]} - set(info) - {"Note", "MarkdownNote"}
+        assert not missing, f"{name} opens with missing nodes {missing}"
+
+
 def test_every_api_workflow_runs_and_writes_its_file(server):
     for name, prompt in prompts(server).items():
         entry = server.wait(server.submit(prompt))
         assert entry["status"]["status_str"] == "success", f"{name}: {json.dumps(messages(entry))[:3000]}"
-        files = [server.out / item.get("subfolder", "") / item["filename"]
-                 for output in entry["outputs"].values() for items in output.values() if isinstance(items, list)
-                 for item in items if isinstance(item, dict) and item.get("type") == "output"]
+        files = output_files(server, entry)
         assert files and all(f.is_file() and f.stat().st_size > 0 for f in files), name
 
 
+def output_files(server, entry: dict) -> list[Path]:
+    return [server.out / item.get("subfolder", "") / item["filename"]
+            for output in entry["outputs"].values() for items in output.values() if isinstance(items, list)
+            for item in items if isinstance(item, dict) and item.get("type") == "output"]
+
+
 WATCH = """
-import asyncio, json, sys, uuid
+import asyncio, base64, json, sys, uuid
 import aiohttp
 
 async def main(url, prompt, node, preview_method):
@@ -171,10 +300,10 @@ async def main(url, prompt, node, preview_method):
             response = await session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client,
                                                                   "extra_data": {"preview_method": preview_method}})
             prompt_id = (await response.json())["prompt_id"]
-            previews, progress = 0, []
+            previews, progress = [], []
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.BINARY:
-                    previews += 1
+                    previews.append(base64.b64encode(message.data).decode())
                     continue
                 event = json.loads(message.data)
                 if event["type"] == "progress" and event["data"]["node"] == node:
@@ -184,28 +313,73 @@ async def main(url, prompt, node, preview_method):
                 if event["type"] == "executing" and event["data"]["node"] is None \\
                         and event["data"].get("prompt_id") == prompt_id:
                     break
-            print(json.dumps({"previews": previews, "progress": progress}))
+            print(json.dumps({"previews": previews, "progress": progress, "prompt_id": prompt_id}))
 
 asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]))
 """
 
 
+def watch(server, prompt: dict, node: str, method: str) -> dict:
+    """Run a prompt while watching the websocket like the browser does (previews are binary messages)."""
+    done = subprocess.run([str(comfy_paths(server.env)[1]), "-c", WATCH, server.url, json.dumps(prompt), node, method],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    import base64
+    # a binary preview: event type (4 bytes), image type (4 bytes, 1 = JPEG), the image
+    seen["images"] = [Image.open(io.BytesIO(base64.b64decode(p)[8:])).convert("RGB") for p in seen["previews"]]
+    return seen
+
+
 def test_progress_advances_every_step_with_previews_when_enabled(server):
-    """Watch the websocket like the browser does: one progress event per step, a few preview images."""
-    python = Path(server.env.get("VENV") or Path(server.env.get("ROOT") or
-                  Path(os.environ.get("TMPDIR", "/tmp")) / "comfy-headless") / "venv") / "bin" / "python"
-    scene = prompts(server)["phenaki_text_to_scene.api.json"]
+    scene = prompts(server)["phenaki_text_to_video.api.json"]
     node, sampler = next((i, e) for i, e in scene.items() if e["class_type"] == "PhenakiSampleScene")
     steps = sampler["inputs"]["steps"]
     seen = {}
     for seed, method in ((101, "auto"), (102, "none")):
         sampler["inputs"]["seed"] = seed
-        done = subprocess.run([str(python), "-c", WATCH, server.url, json.dumps(scene), node, method],
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-        seen[method] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["auto"]["progress"][-1] == steps and 1 <= seen["auto"]["previews"] <= 6
-    assert seen["none"]["previews"] == 0  # the user's preview setting is respected
+        seen[method] = watch(server, scene, node, method)
+    assert seen["auto"]["progress"][-1] == steps and 1 <= len(seen["auto"]["previews"]) <= 6
+    assert len(seen["none"]["previews"]) == 0  # the user's preview setting is respected
+
+
+def sheet_frames(sheet: Image.Image, count: int, size: int = 64) -> np.ndarray:
+    """The frames of a preview contact sheet (count frames, size px, laid out as the pack does)."""
+    import math
+    columns = min(count, max(1, math.ceil(math.sqrt(count * 1.5))))
+    array = np.asarray(sheet, dtype=np.float32) / 255
+    return np.stack([array[r * size:(r + 1) * size, c * size:(c + 1) * size]
+                     for r, c in (divmod(i, columns) for i in range(count))])
+
+
+def test_chain_scenes_previews_every_scene_with_its_prime(server):
+    """Every preview shows the whole window (prime + new frames); each scene's last preview is the scene."""
+    story = prompts(server)["phenaki_story.api.json"]
+    node, chain = next((i, e) for i, e in story.items() if e["class_type"] == "PhenakiChainScenes")
+    chain["inputs"].update(seed=55, steps=6)  # a preview after every step: 6 per scene
+    for node_id in [i for i, e in story.items() if e["class_type"] in ("CreateVideo", "SaveVideo")]:
+        del story[node_id]
+    story["90"] = {"class_type": "SaveAnimatedWEBP", "inputs": {  # lossless, to compare pixels
+        "images": [node, 0], "filename_prefix": "phenaki/previews", "fps": 8.0, "lossless": True, "quality": 100,
+        "method": "default"}}
+    scenes, frames, prime = 3, chain["inputs"]["frames_per_scene"], chain["inputs"]["prime_frames"]
+    seen = watch(server, story, node, "auto")
+    assert len(seen["images"]) == scenes * 6
+    # 17 frames of 64 px make a 6 x 3 sheet (11 frames, the prime missing, would make 5 x 3); ComfyUI scales
+    # every preview to fit its preview size (512 px by default): 384 x 192 arrives as 512 x 256
+    width, height = 64 * 6, 64 * 3
+    assert all(image.size == (512, 256) for image in seen["images"]), [i.size for i in seen["images"]]
+    entry = server.get(f"/history/{seen['prompt_id']}")[seen["prompt_id"]]
+    (webp,) = output_files(server, entry)
+    with Image.open(webp) as image:
+        output = np.stack([np.asarray(f.convert("RGB"), dtype=np.float32) / 255 for f in ImageSequence.Iterator(image)])
+    starts = [0, frames, 2 * frames - prime, 3 * frames - 2 * prime]
+    assert len(output) == starts[-1]
+    for scene in range(scenes):
+        last = sheet_frames(seen["images"][(scene + 1) * 6 - 1].resize((width, height), Image.BILINEAR), frames)
+        new = last[(prime if scene else 0):]
+        error = np.abs(new - output[starts[scene]:starts[scene + 1]]).mean()
+        assert error < 0.03, f"scene {scene + 1}: its last preview differs from its frames by {error:.3f}"
 
 
 def node(prompt: dict, class_type: str) -> dict:
@@ -223,33 +397,69 @@ def cond_from_unconditional_model():
         prompt["99"] = {"class_type": "PhenakiLoader",
                         "inputs": {"ckpt_name": UNCONDITIONAL, "device": "auto", "dtype": "auto", "t5_folder": ""}}
         node(prompt, "PhenakiEncodeText")["inputs"]["model"] = ["99", 0]
-    return "phenaki_text_to_scene.api.json", edit
+    return "phenaki_text_to_video.api.json", edit
 
 
-BAD_INPUTS = {  # what the error dialog must say (exception_message), per bad input
-    "frames 16": (with_inputs("phenaki_text_to_scene.api.json", "PhenakiSampleScene", frames=16),
+PRE_RUN = {  # refused when the graph is queued (HTTP 400, shown on the node), before any node runs
+    "frames 16": (with_inputs("phenaki_text_to_video.api.json", "PhenakiSampleScene", frames=16),
                   "PhenakiSampleScene", ["1 + k*2", "try 15 or 17"]),
-    "frames 19": (with_inputs("phenaki_text_to_scene.api.json", "PhenakiSampleScene", frames=19),
+    "frames 19": (with_inputs("phenaki_text_to_video.api.json", "PhenakiSampleScene", frames=19),
                   "PhenakiSampleScene", ["at most 17 frames", "Phenaki Chain Scenes"]),
-    "empty prompt": (with_inputs("phenaki_text_to_scene.api.json", "PhenakiEncodeText", prompt="  "),
-                     "PhenakiEncodeText", ["empty", "describe the scene"]),
+    "frames 5000": (with_inputs("phenaki_text_to_video.api.json", "PhenakiSampleScene", frames=5001),
+                    "PhenakiSampleScene", ["at most 17 frames"]),
+    "empty prompt": (with_inputs("phenaki_text_to_video.api.json", "PhenakiEncodeText", prompt="  "),
+                     "PhenakiEncodeText", ["prompt is empty", "describe the scene"]),
     "empty story": (with_inputs("phenaki_story.api.json", "PhenakiChainScenes", prompts="\n \n"),
                     "PhenakiChainScenes", ["prompts is empty", "one prompt per line"]),
-    "prime as long as the scene": (with_inputs("phenaki_continue_clip.api.json", "PhenakiSampleScene",
+    "story frames 19": (with_inputs("phenaki_story.api.json", "PhenakiChainScenes", frames_per_scene=19),
+                        "PhenakiChainScenes", ["frames_per_scene is 19", "at most 17 frames per scene"]),
+    "story prime 4": (with_inputs("phenaki_story.api.json", "PhenakiChainScenes", prime_frames=4),
+                      "PhenakiChainScenes", ["prime_frames must be 0 (no priming) or 1 + k*2", "try 3 or 5"]),
+    "prime as long as the scene": (with_inputs("phenaki_continue_a_clip.api.json", "PhenakiSampleScene",
                                                prime_frames=17),
                                    "PhenakiSampleScene", ["prime_frames (17) must be shorter than the scene"]),
-    "prime longer than the clip": (with_inputs("phenaki_continue_clip.api.json", "PhenakiSampleScene",
+    "prime 0 with a prime": (with_inputs("phenaki_continue_a_clip.api.json", "PhenakiSampleScene", prime_frames=0),
+                             "PhenakiSampleScene", ["prime_frames is 0 but a prime is connected"]),
+}
+
+
+@pytest.mark.parametrize("case", list(PRE_RUN))
+def test_a_bad_input_is_refused_before_the_graph_runs(server, case):
+    (workflow, edit), node_type, expected = PRE_RUN[case]
+    prompt = prompts(server)[workflow]
+    edit(prompt)
+    before = len(server.get("/history"))
+    errors = server.refused(prompt)
+    (node_id,) = [i for i, e in errors.items() if e["class_type"] == node_type]
+    details = {e["details"].split(" - ", 1)[1] for e in errors[node_id]["errors"] if " - " in e["details"]}
+    assert len(details) == 1, errors  # one message (ComfyUI repeats it for each input the check names)
+    (text,) = details
+    assert "\n" not in text and all(phrase in text for phrase in expected), text
+    assert len(server.get("/history")) == before  # nothing ran
+
+
+def frames_from_a_primitive(value: int):
+    """frames fed by a link (ComfyUI's Int primitive): VALIDATE_INPUTS gets None, the run checks it."""
+    def edit(prompt: dict) -> None:
+        prompt["98"] = {"class_type": "PrimitiveInt", "inputs": {"value": value}}
+        node(prompt, "PhenakiSampleScene")["inputs"]["frames"] = ["98", 0]
+    return "phenaki_text_to_video.api.json", edit
+
+
+AT_RUN = {  # what needs the run to know: the error dialog shows exception_message
+    "prime longer than the clip": (with_inputs("phenaki_continue_a_clip.api.json", "PhenakiSampleScene",
                                                prime_frames=11),
                                    "PhenakiSampleScene", ["longer than the prime clip (9 frames)", "at most 9"]),
     "cond from another model": (cond_from_unconditional_model(), "PhenakiSampleScene",
                                 ["unconditional model", "Phenaki Encode Text"]),
+    "frames 16 from a link": (frames_from_a_primitive(16), "PhenakiSampleScene", ["1 + k*2", "try 15 or 17"]),
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_a_bad_input_shows_what_to_change(server, case):
+@pytest.mark.parametrize("case", list(AT_RUN))
+def test_a_bad_input_found_by_the_run_shows_what_to_change(server, case):
     """The error dialog shows ``exception_message``: one line that says what to change, no traceback."""
-    (workflow, edit), node_type, expected = BAD_INPUTS[case]
+    (workflow, edit), node_type, expected = AT_RUN[case]
     prompt = prompts(server)[workflow]
     edit(prompt)
     entry = server.wait(server.submit(prompt))
@@ -260,6 +470,53 @@ def test_a_bad_input_shows_what_to_change(server, case):
     assert "\n" not in text and "Traceback" not in text, text
     for phrase in expected:
         assert phrase in text, text
+
+
+@pytest.mark.skipif(not VHS_GIT_DIR, reason="set VHS_GIT_DIR to a ComfyUI-VideoHelperSuite snapshot")
+def test_videohelpersuite_clip_continues_at_its_own_speed(server):
+    """VHS Load Video (24 fps) -> Video Info's fps -> Encode Video -> Sample Scene -> Decode -> Video Combine."""
+    if not (ROOT / "phenaki_core" / "weights" / "shapes64.safetensors").is_file():
+        pytest.skip("the speed check needs the bundled (trained) model")
+    prompt = {
+        "1": {"class_type": "PhenakiLoader", "inputs": {"ckpt_name": prompts(server)["phenaki_story.api.json"]["1"][
+            "inputs"]["ckpt_name"], "device": "auto", "dtype": "auto", "t5_folder": ""}},
+        "2": {"class_type": "VHS_LoadVideo", "inputs": {"video": CLIP_24FPS, "force_rate": 0, "custom_width": 0,
+                                                        "custom_height": 0, "frame_load_cap": 0,
+                                                        "skip_first_frames": 0, "select_every_nth": 1}},
+        "3": {"class_type": "VHS_VideoInfo", "inputs": {"video_info": ["2", 3]}},
+        "4": {"class_type": "PhenakiEncodeVideo", "inputs": {"model": ["1", 0], "images": ["2", 0], "crop": "center",
+                                                             "source_fps": ["3", 0]}},
+        "5": {"class_type": "PhenakiEncodeText", "inputs": {"model": ["1", 0], "prompt": "a red circle moving right",
+                                                            "negative_prompt": ""}},
+        "6": {"class_type": "PhenakiSampleScene", "inputs": {
+            "model": ["1", 0], "cond": ["5", 0], "prime": ["4", 0], "frames": 17, "prime_frames": 5, "steps": 18,
+            "cond_scale": 3.0, "temperature": 0.9, "critic_noise": 1.0, "seed": 1, "remask": "confidence"}},
+        "7": {"class_type": "PhenakiDecode", "inputs": {"tokens": ["6", 0], "include_prime": True}},
+        "8": {"class_type": "VHS_VideoCombine", "inputs": {
+            "images": ["7", 0], "frame_rate": ["7", 1], "loop_count": 0, "filename_prefix": "phenaki/vhs",
+            "format": "image/webp", "lossless": True, "pingpong": False, "save_output": True}},
+    }
+    entry = server.wait(server.submit(prompt))
+    assert entry["status"]["status_str"] == "success", json.dumps(messages(entry))[:3000]
+    (webp,) = [f for f in output_files(server, entry) if f.suffix == ".webp"]
+    with Image.open(webp) as image:
+        frames = [np.asarray(f.convert("RGB"), dtype=np.float32) / 255 for f in ImageSequence.Iterator(image)]
+    assert len(frames) == 17
+    xs = []
+    for frame in frames:  # the red circle's centre, frame by frame
+        red = (frame[..., 0] > 0.5) & (frame[..., 1] < 0.4)
+        xs.append(np.argwhere(red)[:, 1].mean() if red.sum() >= 5 else np.nan)
+    xs = np.array(xs)
+    expected = CLIP_SPEED / 8  # px per frame at the model's 8 fps
+    prime_speed = np.polyfit(np.arange(5), xs[:5], 1)[0]
+    new = xs[5:]
+    known = ~np.isnan(new)
+    assert known.sum() >= 8, xs
+    speed = np.polyfit(np.arange(len(new))[known], new[known], 1)[0]
+    # the prime is the clip resampled to 8 fps (2 px per frame), and the continuation keeps that speed;
+    # without resampling the prime would move 2/3 px per frame and the continuation about 3x faster
+    assert abs(prime_speed - expected) < 0.5, xs
+    assert 0.6 * expected < speed < 1.5 * expected, (speed, xs)
 
 
 def test_cancel_stops_sampling_and_the_server_runs_again(server):
@@ -276,7 +533,7 @@ def test_cancel_stops_sampling_and_the_server_runs_again(server):
     # 20 scenes of 200 steps run for many minutes on the CPU: ending within the wait means Cancel stopped them
     entry = server.wait(prompt_id, timeout=120)
     assert entry["status"]["status_str"] == "error" and "execution_interrupted" in messages(entry)
-    scene = prompts(server)["phenaki_text_to_scene.api.json"]
+    scene = prompts(server)["phenaki_text_to_video.api.json"]
     next(e for e in scene.values() if e["class_type"] == "PhenakiSampleScene")["inputs"]["seed"] = 4321  # no cache hit
     again = server.wait(server.submit(scene))
     assert again["status"]["status_str"] == "success"
