@@ -66,8 +66,8 @@ def wants_flex(backend: str, device: torch.device) -> bool:
     """Whether attention with a ``RelativeBias`` runs through FlexAttention."""
     if backend not in ATTENTION_BACKENDS:
         raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, got {backend!r}")
-    if backend == "sdpa":
-        return False
+    if backend == "sdpa" or (backend == "auto" and device.type != "cuda"):
+        return False  # (without importing FlexAttention: that pulls in the compiler stack)
     available = _flex_attention_fn(device) is not None
     if backend == "flex" and not available:
         raise ConfigError("attention='flex' needs torch.nn.attention.flex_attention (torch >= 2.5); "
