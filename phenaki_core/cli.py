@@ -694,7 +694,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.verbose:
         for noisy in ("transformers", "huggingface_hub", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        if args.command in ("generate", "eval", "train"):
+        if args.command in ("generate", "eval", "train", "precompute"):
             from transformers.utils import logging as hf_logging
             hf_logging.disable_progress_bar()  # the CLI owns the terminal; library use is untouched
     try:

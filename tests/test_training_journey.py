@@ -117,8 +117,8 @@ def test_the_schedule_is_logged_and_what_the_run_is_too_short_for_is_warned(clip
     assert ("tokenizer stage, steps 0 -> 2: batch 2 (one micro-batch), lr 0.0003 (warm-up 200 steps, then cosine "
             "to 3e-05), EMA 0.995, checkpoint every 200, preview every 500, log every 20 steps") in text
     assert "the warm-up (200 steps) is as long as the whole run (2 steps)" in text
-    assert "no checkpoint before the end (--checkpoint-every 200 is more than the 2 steps to go)" in text
-    assert "no preview before the end (--preview-every 500 is more than the 2 steps to go)" in text
+    assert "no checkpoint before the end (--checkpoint-every 200, --steps 2); Ctrl-C still saves" in text
+    assert "no preview before the end (--preview-every 500, --steps 2)" in text
     assert "1 without a caption: no_caption.gif" in text and "1 unreadable: broken.gif" in text
 
 

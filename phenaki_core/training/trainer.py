@@ -540,24 +540,18 @@ class Trainer:
                 f"EMA {cfg.ema_decay:g}, checkpoint every {cfg.checkpoint_every}, preview every {cfg.preview_every}, "
                 f"log every {cfg.log_every} steps")
 
-    def schedule_warnings(self, stop_at: Optional[int] = None) -> list[str]:
-        """What in the schedule will not happen in this run (the run is shorter than it)."""
+    def schedule_warnings(self) -> list[str]:
+        """What the schedule asks for that a run of ``steps`` steps is too short to do."""
         cfg = self.train_config
-        end = min(cfg.steps, stop_at or cfg.steps)
-        ahead = end - self.step
         warnings = []
         if cfg.warmup_steps >= cfg.steps:
             warnings.append(f"the warm-up ({cfg.warmup_steps} steps) is as long as the whole run ({cfg.steps} "
                             f"steps): the learning rate never reaches --lr; lower --warmup-steps")
-        if 0 < ahead < cfg.checkpoint_every and end < cfg.steps:
-            warnings.append(f"no checkpoint before step {end} (--checkpoint-every {cfg.checkpoint_every}); "
-                            f"only the stop writes one")
-        elif 0 < ahead and cfg.checkpoint_every > ahead:
-            warnings.append(f"no checkpoint before the end (--checkpoint-every {cfg.checkpoint_every} is more "
-                            f"than the {ahead} steps to go); Ctrl-C still saves")
-        if 0 < ahead and cfg.preview_every > ahead:
-            warnings.append(f"no preview before the end (--preview-every {cfg.preview_every} is more than the "
-                            f"{ahead} steps to go)")
+        if cfg.checkpoint_every >= cfg.steps:
+            warnings.append(f"no checkpoint before the end (--checkpoint-every {cfg.checkpoint_every}, --steps "
+                            f"{cfg.steps}); Ctrl-C still saves")
+        if cfg.preview_every >= cfg.steps:
+            warnings.append(f"no preview before the end (--preview-every {cfg.preview_every}, --steps {cfg.steps})")
         return warnings
 
     def run(self, max_minutes: Optional[float] = None, on_step: Optional[Callable[[int, float], None]] = None,
@@ -583,7 +577,7 @@ class Trainer:
                 return self._finished_result()
             if self.dist.is_main:
                 logger.info("%s", self.schedule(stop_at))
-                for warning in self.schedule_warnings(stop_at):
+                for warning in self.schedule_warnings():
                     logger.warning("%s", warning)
             return self._loop(end, max_minutes, on_step, stop_at, stop)
         finally:
