@@ -1,11 +1,11 @@
 """The pack inside a real ComfyUI server, headless on the CPU (opt-in: needs a ComfyUI source snapshot).
 
 Runs only when COMFY_GIT_DIR points at the git directory of a ComfyUI source snapshot (0.33 or
-newer); it drives the shared tool ``comfyui_headless.sh`` (COMFYUI_HEADLESS_TOOL, default
-``shared/tools/comfyui_headless.sh`` next to this checkout), which keeps ComfyUI and its venv
-outside the project (under $ROOT, default a comfy-headless folder in the temp dir).
+newer) and COMFYUI_HEADLESS_TOOL at the ``comfyui_headless.sh`` tool, which keeps ComfyUI and its
+venv outside the project (under $ROOT, default a comfy-headless folder in the temp dir).
 
-    COMFY_GIT_DIR=/path/to/ComfyUI.git python -m pytest tests/test_comfyui_headless.py -q
+    COMFY_GIT_DIR=/path/to/ComfyUI.git COMFYUI_HEADLESS_TOOL=/path/to/comfyui_headless.sh \
+        python -m pytest tests/test_comfyui_headless.py -q
 
 See docs/comfyui_headless.md for the commands and a recorded run.
 
@@ -47,7 +47,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = Path(os.environ.get("COMFYUI_HEADLESS_TOOL", ROOT.parent / "shared" / "tools" / "comfyui_headless.sh"))
+TOOL = Path(os.environ.get("COMFYUI_HEADLESS_TOOL", ""))
 BUNDLED = "(bundled) shapes64"
 STAND_IN = "phenaki_headless_test.safetensors"
 UNCONDITIONAL = "phenaki_headless_unconditional.safetensors"  # its cond holds no text: a model/cond mismatch
@@ -61,7 +61,8 @@ CLIP_24FPS = "phenaki_test_24fps.mp4"
 CLIP_SPEED = 16.0  # px per second: 2 px per frame at the model's 8 fps (a Shapes World speed)
 
 pytestmark = pytest.mark.skipif(not os.environ.get("COMFY_GIT_DIR") or not TOOL.is_file(),
-                                reason="set COMFY_GIT_DIR to a ComfyUI source snapshot to run ComfyUI headless")
+                                reason="set COMFY_GIT_DIR to a ComfyUI source snapshot and COMFYUI_HEADLESS_TOOL "
+                                       "to comfyui_headless.sh to run ComfyUI headless")
 
 
 def free_port() -> int:
