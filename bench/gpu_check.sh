@@ -14,8 +14,11 @@
 #   attention.json           one self-attention: dense-bias SDPA, cuDNN, Flex with the table, no-bias floor
 #   profile.json             one eager bf16 sample: device time by matmul / attention / sampler tail /
 #                            elementwise / host gaps
+#   comfy_cuda.json          the API workflows through ComfyUI's model management at dtype auto and fp16
+#                            (warm time per node), and whether VRAM returns once ComfyUI unloads them
 #   env.txt                  the GPU, driver and torch
-# The peer runs when its wheels are carried in .whl/ (bench/prepare_gpu_check.sh downloads them).
+# The peer runs when its wheels are carried in .whl/, the ComfyUI step when a ComfyUI source is in
+# .gpu_carry/ComfyUI (bench/prepare_gpu_check.sh puts both there; carry ".whl" and ".gpu_carry").
 set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -57,4 +60,13 @@ for what in agreement attention profile; do
         --repeats "$REPEATS" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
     echo "exit $?"; tail -4 "$OUT/$what.log"
 done
+COMFY_DIR=${COMFY_DIR:-.gpu_carry/ComfyUI}
+if [ -f "$COMFY_DIR/folder_paths.py" ]; then
+    say "the API workflows through ComfyUI's model management (dtype auto and fp16), then unload"
+    timeout 150 python3 bench/comfy_cuda_check.py --comfy "$COMFY_DIR" --json "$OUT/comfy_cuda.json" \
+        ${COMFY_DTYPES:+--dtypes "$COMFY_DTYPES"} > "$OUT/comfy_cuda.log" 2>&1
+    echo "exit $?"; tail -12 "$OUT/comfy_cuda.log"
+else
+    say "no ComfyUI source at $COMFY_DIR (bench/prepare_gpu_check.sh carries one): ComfyUI step skipped"
+fi
 say "done"; ls -la "$OUT"

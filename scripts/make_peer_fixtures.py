@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import importlib.metadata
 import json
 import re
@@ -64,6 +65,11 @@ def import_peer():
     """
     global _TV_LIB
     defined: list[str] = []
+    if importlib.util.find_spec("cv2") is None:
+        # the peer's package __init__ imports its data module, which imports OpenCV; nothing
+        # measured or converted here uses it, so a GPU box without OpenCV gets an empty stand-in
+        import types
+        sys.modules["cv2"] = types.ModuleType("cv2")
     for module_name in ("torchvision", "phenaki_pytorch"):
         while True:
             try:

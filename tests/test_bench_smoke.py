@@ -48,3 +48,19 @@ def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
     assert attention["flex bias table forward"]["max_abs_err"] < 1e-4
     shares = json.loads((out / "profile.json").read_text())["profile"]["share"]
     assert abs(sum(shares.values()) - 1) < 1e-6 and shares["matmul"] > 0 and shares["sampler tail"] > 0
+
+
+def test_precomputed_prompts_stand_in_for_the_text_encoder_exactly(tmp_path):
+    """The GPU check's ComfyUI step may run where MiniLM is not installed: the workflows' prompts,
+    encoded beforehand, must give exactly what the encoder gives."""
+    import torch
+    sys.path.insert(0, str(ROOT / "bench"))
+    from comfy_cuda_check import PrecomputedText, prepare_text, prompts_of, workflows
+    from phenaki_core.text import load_minilm
+
+    prompts = prompts_of(workflows())
+    assert len(prompts) >= 3 and all("\n" not in p for p in prompts)
+    prepare_text(tmp_path / "prompts.safetensors")
+    stand_in, encoder = PrecomputedText(tmp_path / "prompts.safetensors", None), load_minilm()
+    ours, real = stand_in.encode(prompts), encoder.encode(prompts)
+    assert torch.equal(ours.mask, real.mask) and torch.equal(ours.embeds, real.embeds)
