@@ -363,7 +363,6 @@ def cmd_train(args) -> int:
     import torch
 
     from .pipeline import resolve_device
-    from .training import Trainer
     from .training.distributed import init_distributed, launched_by_torchrun, shutdown_distributed
 
     train_config = _train_config(args)
@@ -379,32 +378,47 @@ def cmd_train(args) -> int:
             logging.getLogger().setLevel(logging.ERROR)
     stop = _StopRequest()
     try:
-        model_config = _model_config(args)
-        dataset, collate_fn = _training_dataset(args, model_config)
-        encoder = None
-        if args.stage == "transformer":
-            if not args.tokenizer and not args.init_from and not (Path(args.run_dir) / "train_state.safetensors").exists():
-                raise InputError("stage 2 needs --tokenizer BUNDLE (the stage-1 result) or --init-from BUNDLE")
-            from .text import load_minilm
-            encoder = load_minilm(device=device)  # captions encode where the model trains
-        trainer = Trainer(args.run_dir, model_config, train_config, device=device, init_from=args.init_from,
-                          tokenizer_from=args.tokenizer, text_encoder=encoder, resume=not args.no_resume,
-                          dataset=dataset, collate_fn=collate_fn, dist=ctx)
-        if args.shards:
-            dataset.index.check_model(trainer.model, trainer.text_spec if encoder is not None else None)
-        with _save_on_signals(stop):
-            result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at, on_step=_test_hold(stop),
-                                 stop=stop)
+        with _save_on_signals(stop):  # from here: a signal during the set-up stops before the first step
+            result, trainer = _train(args, train_config, device, ctx, stop)
     finally:
         if ctx is not None:
             shutdown_distributed()
     if ctx is not None and not ctx.is_main:
         return 0
+    return _report_training(args, trainer, result, stop)
+
+
+def _train(args, train_config, device, ctx, stop: _StopRequest):
+    """Build the data, text encoder and trainer; run. Returns (result, trainer)."""
+    from .training import Trainer
+    model_config = _model_config(args)
+    dataset, collate_fn = _training_dataset(args, model_config)
+    encoder = None
+    if args.stage == "transformer":
+        if not args.tokenizer and not args.init_from and not (Path(args.run_dir) / "train_state.safetensors").exists():
+            raise InputError("stage 2 needs --tokenizer BUNDLE (the stage-1 result) or --init-from BUNDLE")
+        from .text import load_minilm
+        encoder = load_minilm(device=device)  # captions encode where the model trains
+    trainer = Trainer(args.run_dir, model_config, train_config, device=device, init_from=args.init_from,
+                      tokenizer_from=args.tokenizer, text_encoder=encoder, resume=not args.no_resume,
+                      dataset=dataset, collate_fn=collate_fn, dist=ctx)
+    if args.shards:
+        dataset.index.check_model(trainer.model, trainer.text_spec if encoder is not None else None)
+    result = trainer.run(max_minutes=args.max_minutes, stop_at=args.stop_at, on_step=_test_hold(stop), stop=stop)
+    return result, trainer
+
+
+def _report_training(args, trainer, result, stop: _StopRequest) -> int:
+    """The result lines, and the exit status (128 + the signal's number when one stopped the run)."""
     steps = trainer.train_config.steps
     if result.finished_before:
         print(f"{args.run_dir} already finished: step {result.step} of {steps}; bundle at {result.bundle}. "
               f"To train on, raise --steps; to start over, add --no-resume or use another run directory")
         return 0
+    if result.stopped == "signal" and result.step == trainer.start_step:
+        print(f"stopped by {signal.Signals(stop.signum).name} before the first step (at step {result.step} of "
+              f"{steps}): nothing new to save; resume with: {_resume_command(args.argv)}")
+        return 128 + stop.signum
     print(f"step {result.step}: loss {result.last_loss:.4f}; bundle at {result.bundle}")
     if result.stopped is None:
         return 0

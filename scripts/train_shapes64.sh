@@ -4,6 +4,9 @@
 #   RUNS=runs THREADS=1 PROCS=2 scripts/train_shapes64.sh
 # THREADS: torch threads per process. PROCS: stage-2 processes (torchrun, data-parallel; gloo on the
 # CPU). On a 2-core CPU, THREADS=1 PROCS=2 is fastest (two processes of one thread: 1.7x one process).
+# The shipped model's EMA used a fixed decay from the first step; the trainer now warms the decay up
+# ((1 + n) / (10 + n) until it reaches --ema-decay), so a re-run's EMA weights differ slightly.
+# Ctrl-C saves a checkpoint and prints the command that resumes; re-running this script resumes too.
 set -euo pipefail
 RUNS=${RUNS:-runs}
 THREADS=${THREADS:-1}

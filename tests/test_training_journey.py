@@ -211,3 +211,17 @@ def test_precompute_offsets_are_chosen_on_the_command_line(tokenizer, clips, tmp
     assert "wrote 16 items in 1 shards" in capsys.readouterr().out
     index = json.loads((out / "index.json").read_text())
     assert index["source"]["config"]["offset"] == "center"
+
+
+def test_a_stop_requested_during_the_set_up_stops_before_the_first_step(tmp_path):
+    """Ctrl-C while the model and data load: the run does not start, and writes nothing."""
+    import threading
+
+    from phenaki_core.training import Trainer
+    stop = threading.Event()
+    stop.set()
+    trainer = Trainer(tmp_path / "run", preset("tiny-shapes"),
+                      TrainConfig(stage="tokenizer", steps=3, batch_size=2, warmup_steps=1), progress=False)
+    result = trainer.run(stop=stop)
+    assert result.stopped == "signal" and result.step == trainer.start_step == 0
+    assert not (tmp_path / "run" / STATE_FILE).exists()

@@ -222,6 +222,7 @@ class Trainer:
         self.step = 0
         if state is not None:
             self._load_state(state)
+        self.start_step = self.step
         self.trained = self._trained_module()
         self._build_data(dataset, collate_fn)
         self.preview_prompts = preview_prompts
@@ -575,6 +576,9 @@ class Trainer:
             end = min(cfg.steps, stop_at or cfg.steps)
             if self.step >= end:
                 return self._finished_result()
+            if self._stop_reason(time.time(), None, None, stop) == "signal":  # set during the set-up
+                return TrainResult(self.run_dir, self.step, self.run_dir / BUNDLE_FILE, self._last_logged_loss(),
+                                   stopped="signal")
             if self.dist.is_main:
                 logger.info("%s", self.schedule(stop_at))
                 for warning in self.schedule_warnings():
