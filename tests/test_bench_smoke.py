@@ -50,9 +50,9 @@ def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
     assert abs(sum(shares.values()) - 1) < 1e-6 and shares["matmul"] > 0 and shares["sampler tail"] > 0
 
 
-def test_precomputed_prompts_stand_in_for_the_text_encoder_exactly(tmp_path):
+def test_precomputed_prompts_stand_in_for_the_text_encoder(tmp_path):
     """The GPU check's ComfyUI step may run where MiniLM is not installed: the workflows' prompts,
-    encoded beforehand, must give exactly what the encoder gives."""
+    encoded beforehand (one at a time), must give what the encoder gives (batching only rounds)."""
     import torch
     sys.path.insert(0, str(ROOT / "bench"))
     from comfy_cuda_check import PrecomputedText, prepare_text, prompts_of, workflows
@@ -63,4 +63,5 @@ def test_precomputed_prompts_stand_in_for_the_text_encoder_exactly(tmp_path):
     prepare_text(tmp_path / "prompts.safetensors")
     stand_in, encoder = PrecomputedText(tmp_path / "prompts.safetensors", None), load_minilm()
     ours, real = stand_in.encode(prompts), encoder.encode(prompts)
-    assert torch.equal(ours.mask, real.mask) and torch.equal(ours.embeds, real.embeds)
+    assert torch.equal(ours.mask, real.mask)
+    torch.testing.assert_close(ours.embeds, real.embeds, atol=1e-5, rtol=1e-5)
