@@ -28,7 +28,7 @@ from .text_condition import TextCondition
 @dataclass
 class PhenakiLoss:
     loss: torch.Tensor  # what to backpropagate
-    generator_loss: Optional[torch.Tensor]
+    token_loss: torch.Tensor  # MaskGit's masked-token cross-entropy
     critic_loss: Optional[torch.Tensor]
     token_mask: torch.Tensor  # b n bool, positions replaced by the mask token
     cond_dropped: Optional[torch.Tensor]  # b bool, rows whose text was dropped (CFG training)
@@ -67,15 +67,10 @@ class Phenaki(nn.Module):
             self.critic = None
 
     # --- parameter groups -------------------------------------------------------------------------
-    def generator_parameters(self) -> list[nn.Parameter]:
-        return list(self.maskgit.parameters())
-
-    def critic_parameters(self) -> list[nn.Parameter]:
-        return [] if self.critic is None else list(self.critic.parameters())
-
     def transformer_parameters(self) -> list[nn.Parameter]:
         """Everything stage 2 trains: MaskGit and the critic (the tokenizer stays frozen)."""
-        return self.generator_parameters() + self.critic_parameters()
+        critic = [] if self.critic is None else list(self.critic.parameters())
+        return list(self.maskgit.parameters()) + critic
 
     @property
     def device(self) -> torch.device:
@@ -100,28 +95,17 @@ class Phenaki(nn.Module):
     # --- training ---------------------------------------------------------------------------------
     def forward(
         self,
-        video_ids: Optional[torch.Tensor] = None,  # b t y x, precomputed by the frozen tokenizer
+        video_ids: torch.Tensor,  # b t y x, from the frozen tokenizer (encode_to_ids)
         *,
-        videos: Optional[torch.Tensor] = None,  # b c f H W in [0, 1], tokenized on the fly
         text: Optional[TextCondition] = None,
         video_frame_mask: Optional[torch.Tensor] = None,  # b f bool, False = padded frame
         cond_drop_prob: Optional[float] = None,
-        only_train_generator: bool = False,
-        only_train_critic: bool = False,
         generator: Optional[torch.Generator] = None,
     ) -> PhenakiLoss:
         """Masked-token cross-entropy (+ critic loss), with classifier-free-guidance text dropout."""
-        if only_train_generator and only_train_critic:
-            raise InputError("only_train_generator and only_train_critic are mutually exclusive")
-        if (video_ids is None) == (videos is None):
-            raise InputError("pass exactly one of video_ids (precomputed tokens) or videos")
-        if videos is not None:
-            was_training = self.cvivit.training
-            self.cvivit.eval()
-            video_ids = self.cvivit.encode_to_ids(videos)
-            self.cvivit.train(was_training)
-        if video_ids.ndim != 4:
-            raise InputError(f"video_ids must be (batch, token_frames, height, width), got {tuple(video_ids.shape)}")
+        if not isinstance(video_ids, torch.Tensor) or video_ids.ndim != 4:
+            shape = tuple(video_ids.shape) if isinstance(video_ids, torch.Tensor) else type(video_ids).__name__
+            raise InputError(f"video_ids must be (batch, token_frames, height, width), got {shape}")
         b, token_shape = video_ids.shape[0], tuple(video_ids.shape[1:])
         ids = video_ids.flatten(1).long()  # b n
         text = self._check_text(text, b)
@@ -143,30 +127,20 @@ class Phenaki(nn.Module):
         # no key mask when no frame is padded: attention then needs no (b, h, n, n) mask at all
         cond = dict(text_embeds=None if text is None else text.embeds, text_mask=text_mask,
                     video_mask=None if video_frame_mask is None else valid, token_shape=token_shape)
-        with torch.no_grad() if only_train_critic else torch.enable_grad():
-            logits = self.maskgit(masked_ids, **cond)  # b n V
-        generator_loss = None
-        if not only_train_critic:
-            generator_loss = F.cross_entropy(logits[token_mask].float(), ids[token_mask])
+        hidden = self.maskgit(masked_ids, return_embeds=True, **cond)  # b n d
+        logits = self.maskgit.to_logits(hidden[token_mask])  # m V: the head at masked tokens only
+        token_loss = F.cross_entropy(logits.float(), ids[token_mask])
 
         critic_loss = critic_labels = None
-        if self.critic is not None and not only_train_generator:
-            sampled = gumbel_sample(logits.detach(), loss_cfg.critic_train_sample_temperature, generator)
-            critic_input = torch.where(token_mask, sampled, ids)
+        if self.critic is not None:
+            sampled = gumbel_sample(logits.detach(), loss_cfg.critic_train_sample_temperature, generator)  # m
+            critic_input = ids.masked_scatter(token_mask, sampled)
             # a token counts as replaced only where a sample was written AND it differs from the truth
             critic_labels = (token_mask & (critic_input != ids)).float()
             critic_logits = self.critic(critic_input, **cond)
             critic_loss = F.binary_cross_entropy_with_logits(critic_logits[valid].float(), critic_labels[valid])
-
-        if only_train_critic:
-            if critic_loss is None:
-                raise InputError("only_train_critic needs a model with a critic (critic.kind 'token' or 'self')")
-            loss = critic_loss
-        elif critic_loss is None:
-            loss = generator_loss
-        else:
-            loss = generator_loss + loss_cfg.critic_loss_weight * critic_loss
-        return PhenakiLoss(loss, generator_loss, critic_loss, token_mask, cond_dropped, critic_labels)
+        loss = token_loss if critic_loss is None else token_loss + loss_cfg.critic_loss_weight * critic_loss
+        return PhenakiLoss(loss, token_loss, critic_loss, token_mask, cond_dropped, critic_labels)
 
     # --- sampling (the loop lives in ``guided`` and ``sampling``) ----------------------------------
     def sample(self, text: Optional[TextCondition], **kwargs) -> torch.Tensor:
