@@ -116,6 +116,8 @@ class MaskGit(_TokenTransformer):
         x = x * alpha + x.detach() * (1 - alpha)
         if attn_bias is None:
             attn_bias = self.position_bias(token_shape)
+        if torch.is_autocast_enabled(x.device.type):  # cast once here, not in every layer
+            attn_bias = attn_bias.to(torch.get_autocast_dtype(x.device.type))
         x = self.transformer(
             x, video_shape=(ids.shape[0], *token_shape), attn_bias=attn_bias, self_key_mask=video_mask,
             context=None if self.unconditional else text_embeds, context_mask=text_mask,

@@ -102,13 +102,15 @@ def make_video(
     negatives: Optional[Sequence[Optional[TextCondition]]] = None,
     initial_prime: Optional[torch.Tensor] = None,
     callback: Optional[Callable[[int, SamplerStep], None]] = None,
+    compile: bool = False,
 ) -> Story:
     """Chain one scene per text condition, each primed with the end of the previous one.
 
     ``num_frames`` is each scene's window, prime included (``1 + k*pt``); ``prime_lengths`` is
     the number of frames carried from scene i to scene i+1 (0 = no priming), one value or one
     per transition. ``initial_prime`` (b c f H W) primes the first scene with a user's own clip.
-    ``callback(scene_index, step)`` is called after every sampling step.
+    ``callback(scene_index, step)`` is called after every sampling step. ``compile=True`` replays
+    each scene's sampling as CUDA graphs on CUDA (``guided.sample_ids``).
     """
     cfg = model.config.cvivit
     pt = cfg.temporal_patch_size
@@ -143,7 +145,7 @@ def make_video(
         step_cb = None if callback is None else (lambda step, _i=index: callback(_i, step))
         negative = negatives[index] if negatives is not None else None
         ids = model.sample(text, num_frames=frames[index] - p, prime_ids=prime_ids, negative=negative,
-                           sampler=sampler, generator=generator, callback=step_cb)
+                           sampler=sampler, generator=generator, callback=step_cb, compile=compile)
         video = model.cvivit.decode_from_ids(ids)[:, :, p:].float()  # drop the re-decoded prime
         scenes.append(video)
         history = video if history is None else torch.cat((history.to(video), video), dim=2)
@@ -237,6 +239,7 @@ class PhenakiPipeline:
         negative_prompt: Optional[str] = None,
         initial_prime: Optional[torch.Tensor] = None,
         callback: Optional[Callable[[int, SamplerStep], None]] = None,
+        compile: bool = False,
     ) -> Story:
         """One scene per prompt, chained by priming. See the module docstring for frame accounting."""
         if isinstance(prompts, str):
@@ -253,4 +256,4 @@ class PhenakiPipeline:
             initial_prime = fit_video(initial_prime, cfg.image_size)
         return make_video(self.model, texts, num_frames, prime_frames, sampler=sampler,
                           generator=self.generator(seed), negatives=negatives, initial_prime=initial_prime,
-                          callback=callback)
+                          callback=callback, compile=compile)
