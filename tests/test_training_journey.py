@@ -225,3 +225,20 @@ def test_a_stop_requested_during_the_set_up_stops_before_the_first_step(tmp_path
     result = trainer.run(stop=stop)
     assert result.stopped == "signal" and result.step == trainer.start_step == 0
     assert not (tmp_path / "run" / STATE_FILE).exists()
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_says_how_to_go_on(clips, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "tokenizer", str(run_dir), "--preset", "tiny-shapes", "--data", str(clips), "--steps", "4",
+                 "--max-minutes", "0", *FAST]) == 0  # out of time after the first step
+    out = capsys.readouterr().out
+    assert "stopped after --max-minutes 0.0 at step 1 of 4, checkpoint saved; resume with: phenaki train" in out
+    assert load_train_state(run_dir / STATE_FILE).step == 1
+
+
+def test_runs_saved_with_the_removed_text_options_off_still_resume():
+    saved = {**TrainConfig(stage="transformer").to_dict(), "text_token_drop": 0.0, "pooled_text_token": False,
+             "text_pooled_only": 0.0, "text_noise": 0.0}
+    assert TrainConfig.from_dict(saved) == TrainConfig(stage="transformer")
+    with pytest.raises(ValueError, match="unknown training settings"):  # one that changed the training
+        TrainConfig.from_dict({**saved, "pooled_text_token": True})
