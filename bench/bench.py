@@ -445,23 +445,31 @@ def opt(value: Optional[float], spec: str) -> str:
     return "-" if value is None else spec.format(value)
 
 
+def paired(row: dict) -> str:
+    if "paired_ratio" not in row:
+        return "-"
+    low, high = row["paired_ratio_spread"]
+    return f"{row['paired_ratio']:.2f}x [{low:.2f}-{high:.2f}]"
+
+
 def render(rows: list[dict], header: dict) -> str:
     lines = [f"device: {header['device']}  |  torch {header['torch']}  |  config {header['config']}"
              f"  |  peer: {header['peer'] or 'not run'}",
              "matmul peak (measured): " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s"
                                                     for k, v in header["matmul_peak"].items()),
-             "times: median of the timed runs [min-max], warm-up excluded; ratio: the peer's best precision / ours",
+             "times: median of the timed runs [min-max], warm-up excluded; ratio: the peer's fastest precision / "
+             "ours, of the medians and (paired) per round of the alternation",
              "",
              "| measurement | ours | ours time | runs | first call | ours peak mem | peer best | peer time "
-             "| peer best / ours | GFLOP | ours % peak |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| peer best / ours | paired ratio [min-max] | GFLOP | ours % peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         spread = r.get("ours_spread")
         lines.append(
             f"| {r['name']} | {r['ours']} | {fmt_time(r['ours_s'])}"
             f"{'' if not spread else f' [{fmt_time(spread[0])}-{fmt_time(spread[1])}]'} | {len(r['ours_times'])} "
             f"| {fmt_time(r.get('ours_first_s'))} | {fmt_mem(r.get('ours_mem'))} | {r.get('peer') or '-'} "
-            f"| {fmt_time(r.get('peer_s'))} | {ratio(r.get('peer_s'), r['ours_s'])} "
+            f"| {fmt_time(r.get('peer_s'))} | {ratio(r.get('peer_s'), r['ours_s'])} | {paired(r)} "
             f"| {opt(r.get('gflop'), '{:.3g}')} | {opt(r.get('ours_peak_pct'), '{:.1f}%')} |")
     peers = [r for r in rows if r.get("peer_cells")]
     if peers:
@@ -479,7 +487,7 @@ def render(rows: list[dict], header: dict) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="S", choices=["S", "L"], help="PEER.md config (preset)")
+    parser.add_argument("--config", default="S", choices=["S", "L"], help="config preset (docs/peer.md)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--peer", action="store_true", help="also run phenaki-pytorch 0.5.0 (must be installed)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny preset, 1 repeat, no warm-up")
@@ -549,6 +557,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                                            "peak_pct": None if gflop is None else
                                            100 * gflop * 1e9 / c.median / max(peaks.values())}
                                        for k, c in peer_cells.items()})
+                # runs of the two cells taken in the same round of the alternation: robust to drift
+                pairs = [p / o for p, o in zip(peer_cells[best].times, cell.times)]
+                row["paired_ratio"] = statistics.median(pairs)
+                row["paired_ratio_spread"] = (min(pairs), max(pairs))
             if gflop is not None:
                 row["gflop"] = gflop
                 dtype = label.split()[0]

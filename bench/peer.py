@@ -4,7 +4,7 @@ The peer is for side-by-side measurements only; it is never a dependency of the 
 module imports it lazily and only when asked (``bench.py --peer``), in an environment where it
 is installed (e.g. a separate venv that also sees this checkout).
 
-Offline recipe (see PEER.md in the shared folder):
+Offline recipe (docs/peer.md):
   * torchvision's compiled ops cannot load next to a CPU-only torch; ``import_peer`` from
     scripts/make_peer_fixtures.py defines dummy ``torchvision::*`` operator schemas and retries;
   * ``Phenaki(...)`` asks the hub for the T5 width: ``get_encoded_dim`` is patched first;

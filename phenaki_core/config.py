@@ -295,7 +295,7 @@ def _preset_shapes64() -> PhenakiConfig:
 
 
 def _preset_s() -> PhenakiConfig:
-    """PEER.md config S: 64x64, 17 frames, 576 tokens."""
+    """The peer comparison's config S (docs/peer.md): 64x64, 17 frames, 576 tokens."""
     cvivit = CViViTConfig(dim=256, codebook_size=1024, image_size=64, patch_size=8, temporal_patch_size=2,
                           spatial_depth=4, temporal_depth=4, heads=8, dim_head=32)
     return PhenakiConfig(
@@ -307,7 +307,7 @@ def _preset_s() -> PhenakiConfig:
 
 
 def _preset_l() -> PhenakiConfig:
-    """PEER.md config L: the paper's tokenizer geometry, 128x128, 17 frames, 2304 tokens."""
+    """The peer comparison's config L (docs/peer.md): the paper's tokenizer geometry, 128x128, 17 frames, 2304 tokens."""
     cvivit = CViViTConfig(dim=512, codebook_size=8192, image_size=128, patch_size=8, temporal_patch_size=2,
                           spatial_depth=4, temporal_depth=4, heads=8, dim_head=64)
     return PhenakiConfig(

@@ -1,4 +1,4 @@
-"""Shapes World generator and captions: the contract in SHAPES_WORLD.md."""
+"""Shapes World generator and captions: the contract in docs/shapes_world.md."""
 
 from __future__ import annotations
 

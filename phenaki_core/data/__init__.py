@@ -1,4 +1,4 @@
-"""Training data: the procedural Shapes World (see SHAPES_WORLD.md) and its captions."""
+"""Training data: the procedural Shapes World (see docs/shapes_world.md) and its captions."""
 
 from .captions import (COLOURS, HELDOUT_MOTION_PHRASES, HELDOUT_SHAPE_SYNONYMS, HELDOUT_WORDS,
                        MOTION_PARTICIPLES, MOTION_VERBS, MOTIONS, PALETTE, SHAPE_SYNONYMS, SHAPES,

@@ -1,7 +1,7 @@
 """Shapes World vocabulary: palette, shapes, motions, captions and evaluation prompts.
 
 This module is the single place that holds every word the Shapes World generator can say
-(the contract in SHAPES_WORLD.md asks for that). It has three parts:
+(the contract in docs/shapes_world.md asks for that). It has three parts:
 
 * the world's attributes: :data:`PALETTE` (exact RGB values), :data:`SHAPES`, :data:`MOTIONS`;
 * training captions: :func:`canonical_caption` and :func:`training_caption`, which picks the
@@ -23,7 +23,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
-# The world's attributes (exactly as in SHAPES_WORLD.md)
+# The world's attributes (exactly as in docs/shapes_world.md)
 # --------------------------------------------------------------------------------------------
 
 #: Colour name -> RGB in 0..255. Order is fixed (indices are used as class ids).

@@ -1,6 +1,6 @@
 """Shapes World: a procedural text-video world for the bundled demo model.
 
-Implements the contract in SHAPES_WORLD.md: one flat-coloured object (disc, axis-aligned square
+Implements the contract in docs/shapes_world.md: one flat-coloured object (disc, axis-aligned square
 or upright triangle) on a black background, moving left/right/up/down, standing still, growing
 or shrinking, with a caption. Part of the clips are *continuation* clips (motion A for the first
 ``prime_frames`` frames, then motion B from exactly where A left off; the caption names B only),

@@ -1,6 +1,6 @@
 """A judge for Shapes World clips, implementing the contract's "How outputs are judged" rules.
 
-Reading rules (SHAPES_WORLD.md):
+Reading rules (docs/shapes_world.md):
 
 * object pixels: the largest channel is above 60 (on 0..255);
 * colour: each object pixel goes to the nearest palette colour; majority over all frames;
