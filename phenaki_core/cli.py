@@ -476,11 +476,9 @@ def cmd_precompute(args) -> int:
 
 # --- export -----------------------------------------------------------------------------------------
 def cmd_export(args) -> int:
-    import torch
-
-    from .checkpoint import load_bundle, save_bundle
+    from .checkpoint import DTYPES, load_bundle, save_bundle
     bundle = load_bundle(args.source)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = DTYPES[args.dtype]
     extra = dict(bundle.extra)
     if args.note:
         extra["note"] = args.note

@@ -88,8 +88,7 @@ class Phenaki(nn.Module):
         t, y, x = token_shape
         if cfg.frames_for_token_frames(t) != f:
             raise InputError(f"video_frame_mask has {f} frames but the ids cover {cfg.frames_for_token_frames(t)}")
-        rest = video_frame_mask[:, 1:].reshape(b, t - 1, cfg.temporal_patch_size).any(-1)
-        frames = torch.cat((video_frame_mask[:, :1], rest), dim=1)  # b t
+        frames = self.cvivit.token_frame_mask(video_frame_mask)  # b t
         return frames[:, :, None].expand(b, t, y * x).reshape(b, t * y * x)
 
     # --- training ---------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    from .checkpoint import DTYPES as table
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16

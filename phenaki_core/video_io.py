@@ -95,7 +95,7 @@ def save_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: f
     A file is written to a temporary name and renamed into place, so a failed write never
     truncates an existing file.
     """
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     path = Path(path)
     kind = output_kind(path)
