@@ -12,6 +12,7 @@
 #   bench_train.json/.log    config L MaskGit and C-ViViT train steps b8, ours and the peer
 #   agreement.json           bf16 vs fp32: step-0 logits error, argmax and token agreement
 #   attention.json           one self-attention: dense-bias SDPA, cuDNN, Flex with the table, no-bias floor
+#   story.json               the bundled model's 3-scene story, sampling + decode, warm: eager and CUDA graphs
 #   profile.json             one eager bf16 sample: device time by matmul / attention / sampler tail /
 #                            elementwise / host gaps
 #   comfy_cuda.json          the API workflows through ComfyUI's model management at dtype auto and fp16
@@ -54,7 +55,7 @@ timeout 100 python3 bench/bench.py $BENCH_CONFIG --device "$DEVICE" $PEER ${PEER
     --json "$OUT/bench_train.json" > "$OUT/bench_train.log" 2>&1
 echo "exit $?"; tail -8 "$OUT/bench_train.log"
 
-for what in agreement attention profile; do
+for what in agreement attention profile story; do
     say "$what"
     timeout 90 python3 bench/gpu_extras.py "$what" --config "$CONFIG" --device "$DEVICE" --batches "$BATCHES" \
         --repeats "$REPEATS" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1

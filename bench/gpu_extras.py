@@ -15,6 +15,8 @@
 - profile: one eager bf16 sample under torch.profiler, device time split into matmul,
   attention, the sampler tail (``choose_tokens`` and the re-mask), other elementwise work, and
   host gaps (wall time the device sat idle).
+- story: the bundled model's 3-scene story (the story workflow's settings), sampling + decode,
+  warm, eager and with CUDA-graph replay (``compile=True``).
 
 Every subcommand also runs on the CPU with ``--config tiny`` (the CI dry run); it asserts nothing
 about speed.
@@ -235,6 +237,48 @@ def profile(args, device: torch.device) -> dict:
     return result
 
 
+# --- story -----------------------------------------------------------------------------------------
+STORY = ["a red circle moving right", "a red circle moving up", "a red circle moving left"]
+
+
+@torch.no_grad()
+def story(args, device: torch.device) -> dict:
+    """The bundled model's 3-scene story (the story workflow's settings), sampling + decode, warm:
+    eager and with CUDA-graph replay, at the bundled dtype auto (bf16 on such a GPU)."""
+    from phenaki_core import load_bundle, make_video
+    from phenaki_core.pipeline import default_checkpoint, resolve_dtype
+
+    bundle = load_bundle(default_checkpoint())
+    dtype = resolve_dtype("auto", device)
+    model = bundle.model.to(device, dtype).eval()
+    texts = _story_texts(bundle, device, dtype)
+    result = {"dtype": str(dtype), "text": texts[1]}
+    for compile in (False, True) if device.type == "cuda" else (False,):
+        def run():
+            return make_video(model, texts[0], 17, 5, sampler=SamplerConfig(steps=18, cond_scale=3.0),
+                              generator=torch.Generator(device).manual_seed(7), compile=compile)
+        first = time.perf_counter()
+        videos = run()
+        sync(device)
+        result[f"{'graphs' if compile else 'eager'}"] = {**timed(run, device, args.repeats),
+                                                          "first_call_s": time.perf_counter() - first,
+                                                          "frames": videos.video.shape[2]}
+        print(result, flush=True)
+    return result
+
+
+def _story_texts(bundle, device, dtype):
+    try:
+        from phenaki_core.text import load_text_encoder
+        encoder = load_text_encoder(bundle.text_encoder, device=device)
+        conditions, source = [encoder.encode([p], device=device) for p in STORY], "encoder"
+    except Exception:  # noqa: BLE001 - no MiniLM on this machine: the carried embeddings
+        from comfy_cuda_check import PrecomputedText
+        encoder = PrecomputedText(ROOT / ".gpu_carry" / "prompts.safetensors", None)
+        conditions, source = [encoder.encode([p], device=device) for p in STORY], "precomputed"
+    return [TextCondition(c.embeds.to(dtype), c.mask) for c in conditions], source
+
+
 def _descendants(event):
     stack = list(event.cpu_children)
     while stack:
@@ -245,7 +289,7 @@ def _descendants(event):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["agreement", "attention", "profile"])
+    parser.add_argument("what", choices=["agreement", "attention", "profile", "story"])
     parser.add_argument("--config", default="L", choices=["tiny", "S", "L"])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batches", default="1,8", help="comma list of batch sizes (profile uses the first)")
@@ -256,7 +300,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA GPU is available")
-    result = {"agreement": agreement, "attention": attention_bench, "profile": profile}[args.what](args, device)
+    result = {"agreement": agreement, "attention": attention_bench, "profile": profile,
+              "story": story}[args.what](args, device)
     header = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "config": args.config, "command": " ".join(sys.argv)}
     args.json.parent.mkdir(parents=True, exist_ok=True)

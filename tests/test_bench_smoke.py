@@ -36,7 +36,7 @@ def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True,
                             timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("exit 0") == 5, result.stdout
+    assert result.stdout.count("exit 0") == 6, result.stdout
     sample = json.loads((out / "bench_sample.json").read_text())
     assert {row["ours"] for row in sample["rows"]} == {"fp32 eager-sdpa", "fp32 eager-flex"}
     assert all(row["ours_first_s"] > 0 and row["ours_times"] for row in sample["rows"])
@@ -46,6 +46,8 @@ def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
     assert 0 <= agreement["b1"]["step0_logits_max_abs_err"] < 1 and agreement["b1"]["step0_argmax_agreement"] > 0.9
     attention = json.loads((out / "attention.json").read_text())["attention"]
     assert attention["flex bias table forward"]["max_abs_err"] < 1e-4
+    story = json.loads((out / "story.json").read_text())["story"]
+    assert story["eager"]["frames"] == 41 and story["eager"]["median_s"] > 0
     shares = json.loads((out / "profile.json").read_text())["profile"]["share"]
     assert abs(sum(shares.values()) - 1) < 1e-6 and shares["matmul"] > 0 and shares["sampler tail"] > 0
 
