@@ -18,6 +18,7 @@ All paths compute the same values (tests compare each with a plain einsum refere
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -26,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 ATTENTION_BACKENDS = ("auto", "flex", "sdpa")
 
@@ -63,23 +66,35 @@ class RelativeBias:
 
 
 def wants_flex(backend: str, device: torch.device) -> bool:
-    """Whether attention with a ``RelativeBias`` runs through FlexAttention."""
+    """Whether attention with a ``RelativeBias`` runs through FlexAttention: ``auto`` on CUDA where
+    Triton is available (FlexAttention compiles its kernels with it), ``flex`` anywhere (eagerly off
+    CUDA: a slow reference), ``sdpa`` never."""
     if backend not in ATTENTION_BACKENDS:
         raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, got {backend!r}")
-    if backend == "sdpa" or (backend == "auto" and device.type != "cuda"):
-        return False  # (without importing FlexAttention: that pulls in the compiler stack)
-    available = _flex_attention_fn(device) is not None
-    if backend == "flex" and not available:
-        raise ConfigError("attention='flex' needs torch.nn.attention.flex_attention (torch >= 2.5); "
-                         "use attention='sdpa'")
-    return available and (backend == "flex" or device.type == "cuda")
+    if backend == "sdpa" or (backend == "auto" and (device.type != "cuda" or not _has_triton())):
+        return False  # (decided without importing FlexAttention: that pulls in the compiler stack)
+    if _flex_attention_fn(device) is None:
+        if backend == "flex":
+            raise ConfigError("attention='flex' needs torch.nn.attention.flex_attention (torch >= 2.5); "
+                              "use attention='sdpa'")
+        return False
+    return True
+
+
+def _has_triton() -> bool:
+    try:
+        from torch.utils._triton import has_triton
+    except ImportError:
+        return False
+    return has_triton()
 
 
 _FLEX: dict[str, object] = {}
 
 
 def _flex_attention_fn(device: torch.device):
-    """flex_attention, compiled on CUDA (its fast kernels need compiling), eager elsewhere; None if absent."""
+    """flex_attention, compiled on CUDA (its fast kernels need compiling), eager elsewhere; None when
+    absent or when it failed on this device before."""
     key = device.type
     if key not in _FLEX:
         try:
@@ -87,11 +102,12 @@ def _flex_attention_fn(device: torch.device):
         except ImportError:
             _FLEX[key] = None
         else:
-            _FLEX[key] = torch.compile(flex_attention, dynamic=False) if device.type == "cuda" else flex_attention
+            _FLEX[key] = torch.compile(flex_attention) if device.type == "cuda" else flex_attention
     return _FLEX[key]
 
 
-def _flex_attention(q, k, v, bias: RelativeBias, num_null: int, scale: float) -> torch.Tensor:
+def _flex_attention(q, k, v, bias: RelativeBias, num_null: int, scale: float) -> Optional[torch.Tensor]:
+    """FlexAttention with a score_mod reading the bias table; None (and a warning, once) if it fails."""
     table = bias.table.to(q.dtype)
 
     def score_mod(score, b, h, q_idx, kv_idx):
@@ -99,7 +115,16 @@ def _flex_attention(q, k, v, bias: RelativeBias, num_null: int, scale: float) ->
         column = bias.index(q_idx, j.clamp(min=0))
         return torch.where(kv_idx >= num_null, score + table[h, column], score)
 
-    return _flex_attention_fn(q.device)(q, k, v, score_mod=score_mod, scale=scale)
+    flex = _flex_attention_fn(q.device)
+    if flex is None:
+        return None
+    try:
+        return flex(q, k, v, score_mod=score_mod, scale=scale)
+    except Exception as exc:  # noqa: BLE001 - e.g. no working compiler: plain SDPA computes the same
+        logger.warning("FlexAttention failed on %s (%s: %s); using scaled_dot_product_attention",
+                       q.device.type, type(exc).__name__, exc)
+        _FLEX[q.device.type] = None
+        return None
 
 
 def attention(
@@ -117,7 +142,9 @@ def attention(
     """Attention output (b, h, i, d); see the module doc for which kernel runs."""
     if isinstance(bias, RelativeBias):
         if bias.flex and key_mask is None and causal_bias is None and dropout == 0.0:
-            return _flex_attention(q, k, v, bias, num_null, scale)
+            out = _flex_attention(q, k, v, bias, num_null, scale)
+            if out is not None:
+                return out
         bias = bias.dense().to(q.dtype)
     if (USE_BIASED_ATTENTION and bias is not None and bias.requires_grad and torch.is_grad_enabled()
             and dropout == 0.0 and causal_bias is None and q.device.type == "cpu"):

@@ -206,3 +206,21 @@ def test_peg_training_gradients_match_the_plain_convolution(causal):
     refs = torch.autograd.grad(ref, [seq, peg.dsconv.weight, peg.dsconv.bias], grad)
     for a, r in zip(ours, refs):
         torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+
+
+def test_a_failing_flex_attention_falls_back_to_sdpa_with_a_warning(monkeypatch, caplog):
+    import phenaki_core.kernels as kernels
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no Triton")
+
+    monkeypatch.setitem(kernels._FLEX, "cpu", broken)
+    g = torch.Generator().manual_seed(0)
+    cpb = ContinuousPositionBias(dim=16, heads=2, num_dims=3)
+    q, k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(3))
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="phenaki_core.kernels"):
+        relative = cpb.relative(3, 2, 2)
+        out = attention(q, k, v, scale=8.0, bias=RelativeBias(relative.table, (3, 2, 2), flex=True))
+        torch.testing.assert_close(out, attention(q, k, v, scale=8.0, bias=cpb(3, 2, 2)), atol=1e-6, rtol=1e-5)
+    assert any("FlexAttention failed" in r.message for r in caplog.records)
+    assert kernels._FLEX["cpu"] is None  # not tried again
