@@ -173,7 +173,8 @@ def cmd_generate(args) -> int:
                       flush=True)
 
         story = pipe.make_video(scenes, num_frames=args.frames, prime_frames=args.prime_frames, sampler=sampler,
-                                seed=seed, negative_prompt=args.negative, callback=progress)
+                                seed=seed, negative_prompt=args.negative, callback=progress,
+                                compile=args.compile)
         if sys.stderr.isatty():
             print(file=sys.stderr)
         return story
@@ -181,7 +182,7 @@ def cmd_generate(args) -> int:
     if args.prompts:
         story = render(stories[0], args.seed)
         path = save_video(args.output, story.video[0], fps=story.fps)
-        print(f"wrote {path} ({story.video.shape[2]} frames, {len(stories[0])} scenes, "
+        print(f"wrote {path} ({story.video.shape[2]} frames, {len(stories[0])} scene{"s" if len(stories[0]) != 1 else ""}, "
               f"{time.time() - started:.1f} s)")
         return 0
 
@@ -582,6 +583,9 @@ def _add_generate_parser(sub) -> None:
     gen.add_argument("--batch-file", help="one story per line, scenes separated by ' | '")
     gen.add_argument("--out-dir", help="output directory for --batch-file")
     gen.add_argument("--seeds", type=_positive_int, default=1, help="render each batch line with N seeds")
+    gen.add_argument("--compile", action="store_true",
+                     help="CUDA: record each scene's sampling once as CUDA graphs and replay them (fastest for "
+                          "several stories or seeds; the first scene of a shape records); ignored on the CPU")
     _add_sampling_args(gen)
     gen.set_defaults(func=cmd_generate)
 
