@@ -182,7 +182,8 @@ def cmd_generate(args) -> int:
     if args.prompts:
         story = render(stories[0], args.seed)
         path = save_video(args.output, story.video[0], fps=story.fps)
-        print(f"wrote {path} ({story.video.shape[2]} frames, {len(stories[0])} scene{'s' if len(stories[0]) != 1 else ''}, "
+        count = len(stories[0])
+        print(f"wrote {path} ({story.video.shape[2]} frames, {count} scene{'s' if count != 1 else ''}, "
               f"{time.time() - started:.1f} s)")
         return 0
 
