@@ -211,39 +211,38 @@ class StepProgress:
     """Per sampling step: check Cancel, advance the progress bar, now and then a decoded preview.
 
     Previews (only when the user has live previews on) come every ``ceil(steps / 6)`` steps, never
-    after the last step of a Sample Scene: its output follows at once.
+    after the last step of a Sample Scene: its output follows at once. Each shows the clip with
+    the prime it continues (``SamplerStep.prime``).
     """
 
-    def __init__(self, model: PhenakiModel, steps: int, scenes: int = 1,
-                 prime_ids: Optional[torch.Tensor] = None):
+    def __init__(self, model: PhenakiModel, steps: int, scenes: int = 1):
         self.model = model
         self.steps = steps
         self.bar = adapter.ProgressBar(steps * scenes)
         self.every = -(-steps // PREVIEWS_PER_SCENE) if adapter.previews_enabled() else 0  # ceil: <= 6 per scene
-        self.prime_ids = prime_ids  # (b, t, y, x): decoded in front of the new tokens for previews
 
     def __call__(self, step: SamplerStep, scene: int = 0) -> None:
         adapter.check_interrupted()
         preview = None
         if self.every and (step.step + 1) % self.every == 0 and step.step + 1 < step.steps:
-            preview = self.preview(step.ids)
+            preview = self.preview(step)
         self.bar.update_absolute(scene * self.steps + step.step + 1, None, preview)
 
     def scene_callback(self, scene: int, step: SamplerStep) -> None:
         self(step, scene)
 
     @torch.no_grad()
-    def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """The current tokens (b, n) of the first clip, after the prime's tokens -> (c, f, H, W)."""
+    def decode(self, step: SamplerStep) -> torch.Tensor:
+        """The first clip's current tokens, after its prime's -> (c, f, H, W)."""
         cvivit = self.model.pipeline.model.cvivit
         grid = cvivit.config.grid_size
-        ids = ids[:1].view(1, -1, grid, grid)
-        if self.prime_ids is not None:
-            ids = torch.cat((self.prime_ids[:1].to(ids), ids), dim=1)
+        ids = step.ids[:1].view(1, -1, grid, grid)
+        if step.prime is not None:
+            ids = torch.cat((step.prime[:1].to(ids), ids), dim=1)
         return cvivit.decode_from_ids(ids)[0].float()
 
-    def preview(self, ids: torch.Tensor) -> tuple[str, Image.Image, int]:
-        return self.sheet(self.decode(ids))
+    def preview(self, step: SamplerStep) -> tuple[str, Image.Image, int]:
+        return self.sheet(self.decode(step))
 
     @staticmethod
     def sheet(video: torch.Tensor) -> tuple[str, Image.Image, int]:
@@ -252,48 +251,14 @@ class StepProgress:
 
 
 class StoryProgress(StepProgress):
-    """Chain Scenes' progress: every scene's previews start with that scene's prime.
-
-    ``make_video`` primes scene i with tokens it re-encodes from the end of the story so far and
-    does not hand them to the step callback. With previews on, this class follows the story the
-    same way: when a scene's last step is done, it decodes the scene (prime included) as the
-    pipeline does, sends that as the scene's last preview (the finished scene, exactly as the node
-    returns it), keeps its new frames, and re-encodes the next scene's prime from them.
-    """
-
-    def __init__(self, model: PhenakiModel, steps: int, scenes: int, prime_frames: int,
-                 initial: Optional[torch.Tensor] = None):
-        super().__init__(model, steps, scenes)
-        self.carry = [prime_frames] * scenes  # frames each scene starts from
-        self.carry[0] = 0 if initial is None else initial.shape[2]
-        self.history = initial  # (b, c, f, H, W): every frame so far, as make_video keeps it
-        self.scene = -1
-
-    @torch.no_grad()
-    def start_scene(self, scene: int) -> None:
-        self.scene = scene
-        self.prime_ids = None
-        p = self.carry[scene]
-        if p and self.history is not None:
-            phenaki = self.model.pipeline.model
-            self.prime_ids = phenaki.cvivit.encode_to_ids(self.history[:, :, -p:].to(phenaki.device,
-                                                                                      phenaki.cvivit.dtype))
+    """Chain Scenes' progress: a preview also after each scene's last step (the finished scene with
+    its prime, exactly as the pipeline decodes it), as the next scene starts from it."""
 
     def scene_callback(self, scene: int, step: SamplerStep) -> None:
         adapter.check_interrupted()
-        if not self.every:
-            self.bar.update_absolute(scene * self.steps + step.step + 1, None, None)
-            return
-        if scene != self.scene:
-            self.start_scene(scene)
         preview = None
-        if step.step + 1 == step.steps:  # the scene is finished: it primes the next one
-            video = self.decode(step.ids)  # c f H W, prime included
-            new = video[:, self.carry[scene]:].unsqueeze(0)
-            self.history = new if self.history is None else torch.cat((self.history.to(new), new), dim=2)
-            preview = self.sheet(video)
-        elif (step.step + 1) % self.every == 0:
-            preview = self.preview(step.ids)
+        if self.every and (step.step + 1 == step.steps or (step.step + 1) % self.every == 0):
+            preview = self.preview(step)
         self.bar.update_absolute(scene * self.steps + step.step + 1, None, preview)
 
 
@@ -346,7 +311,7 @@ def sample_scene(model: PhenakiModel, cond: PhenakiCond, frames: int, sampler: S
     primed = prime_ids(model, prime, prime_frames) if prime_frames else None
     ready(model)
     pipeline = model.pipeline
-    progress = StepProgress(model, sampler.steps, prime_ids=primed)
+    progress = StepProgress(model, sampler.steps)
     ids = pipeline.model.sample(text, num_frames=frames - prime_frames, prime_ids=primed, negative=negative,
                                 sampler=sampler, generator=pipeline.generator(seed), callback=progress)
     return PhenakiTokens(ids.cpu(), model, prime_frames)
@@ -378,8 +343,7 @@ def chain_scenes(model: PhenakiModel, prompts: str, frames: int, prime_frames: i
         check_prime(model, prime, prime_frames, frames, "frames_per_scene")
         initial = prime_video(prime)[:, :, -prime_frames:]
     ready(model)
-    progress = StoryProgress(model, sampler.steps, len(scenes), prime_frames,
-                             None if initial is None else fit_video(initial, model.config.cvivit.image_size))
+    progress = StoryProgress(model, sampler.steps, len(scenes))
     return model.pipeline.make_video(scenes, num_frames=frames, prime_frames=prime_frames, sampler=sampler,
                                      seed=seed, negative_prompt=" ".join(negative_prompt.split()) or None,
                                      initial_prime=initial, callback=progress.scene_callback)

@@ -173,6 +173,12 @@ def sample_ids(
     model.eval()
     try:
         seed = draw_seed(generator, model.device)
+        if callback is not None and prime_ids is not None:
+            user_callback = callback
+
+            def callback(step: SamplerStep) -> None:  # previews decode the prime in front of the new tokens
+                step.prime = prime_ids
+                user_callback(step)
         new_ids = None
         if compile and model.device.type == "cuda":
             from .cuda_graphs import graphed_sample

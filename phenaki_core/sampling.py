@@ -76,6 +76,7 @@ class SamplerStep:
     steps: int
     ids: torch.Tensor  # b n, current tokens (fixed + freshly sampled)
     positions: torch.Tensor  # b k, the positions that were masked going into this step
+    prime: Optional[torch.Tensor] = None  # b tp y x, the prime's ids the new tokens follow (set by guided)
 
     @property
     def mask(self) -> torch.Tensor:
