@@ -7,7 +7,7 @@
 #
 # What lands in $OUT (each step has its own time limit, so one failure still leaves the others):
 #   bench_sample.json/.log   config L sampling b1 and b8: ours bf16 and fp32 (eager SDPA, eager Flex,
-#                            CUDA graphs + Flex), the peer at fp32, TF32 and bf16; ratios against the
+#                            CUDA graphs with SDPA and with Flex), the peer at fp32, TF32 and bf16; ratios against the
 #                            peer's fastest; peak memory; % of the measured bf16 matmul peak
 #   bench_train.json/.log    config L MaskGit and C-ViViT train steps b8, ours and the peer
 #   agreement.json           bf16 vs fp32: step-0 logits error, argmax and token agreement
@@ -30,7 +30,7 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
     DEVICE=cpu CONFIG=tiny PEER="" DTYPES=fp32 VARIANTS=eager-sdpa,eager-flex BATCHES=1,2 REPEATS=1 LIMIT=120
     BENCH_CONFIG="--quick"
 else
-    DEVICE=cuda CONFIG=L DTYPES=bf16,fp32 VARIANTS=eager-sdpa,eager-flex,graphs-flex BATCHES=1,8 REPEATS=5 LIMIT=300
+    DEVICE=cuda CONFIG=L DTYPES=bf16,fp32 VARIANTS=eager-sdpa,eager-flex,graphs-sdpa,graphs-flex BATCHES=1,8 REPEATS=5 LIMIT=300
     BENCH_CONFIG="--config L"
     PEER=""
     if [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1; then  # the peer and its pure-Python dependencies

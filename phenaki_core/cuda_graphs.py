@@ -22,7 +22,8 @@ from typing import Callable, Optional
 import torch
 
 from .guided import GuidedModel
-from .sampling import SamplerConfig, SamplerStep, plan_steps, sampling_step
+from .kernels import compiled_token_choice
+from .sampling import SamplerConfig, SamplerStep, choose_tokens, plan_steps, sampling_step
 from .text_condition import TextCondition
 
 logger = logging.getLogger(__name__)
@@ -67,9 +68,11 @@ class GraphedSample:
             ids = torch.full((batch, n_new), mask_id, dtype=torch.long, device=device)
             return guided, ids, torch.arange(n_new, device=device).expand(batch, -1)
 
+        choose = compiled_token_choice(choose_tokens, device)  # compiled during the warm-up below
+
         def step(guided, ids, positions, index):
             return sampling_step(ids, positions, plans[index], index, self.seed, guided.logits,
-                                 guided.critic if use_critic else None, mask_id)
+                                 guided.critic if use_critic else None, mask_id, choose)
 
         # warm up on a side stream (cuBLAS workspaces, FlexAttention's compile), as capture requires
         side = torch.cuda.Stream(device)

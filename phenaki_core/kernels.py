@@ -65,13 +65,19 @@ class RelativeBias:
         return RelativeBias(self.table.to(dtype), self.grid, self.flex)
 
 
+# What ``attention="auto"`` picks on CUDA. SDPA with the dense bias until FlexAttention has been
+# measured faster on a GPU (bench/gpu_check.sh times both: eager-sdpa, eager-flex, graphs-flex).
+AUTO_FLEX_ON_CUDA = False
+
+
 def wants_flex(backend: str, device: torch.device) -> bool:
-    """Whether attention with a ``RelativeBias`` runs through FlexAttention: ``auto`` on CUDA where
-    Triton is available (FlexAttention compiles its kernels with it), ``flex`` anywhere (eagerly off
-    CUDA: a slow reference), ``sdpa`` never."""
+    """Whether attention with a ``RelativeBias`` runs through FlexAttention: ``flex`` anywhere
+    (compiled with Triton on CUDA; eagerly elsewhere, a slow reference), ``sdpa`` never, ``auto``
+    on CUDA with Triton when ``AUTO_FLEX_ON_CUDA``."""
     if backend not in ATTENTION_BACKENDS:
         raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, got {backend!r}")
-    if backend == "sdpa" or (backend == "auto" and (device.type != "cuda" or not _has_triton())):
+    if backend == "sdpa" or (backend == "auto" and not (AUTO_FLEX_ON_CUDA and device.type == "cuda"
+                                                        and _has_triton())):
         return False  # (decided without importing FlexAttention: that pulls in the compiler stack)
     if _flex_attention_fn(device) is None:
         if backend == "flex":
@@ -169,6 +175,29 @@ def attention_mask(bias: Optional[torch.Tensor], num_null: int, key_mask: Option
         keep = F.pad(key_mask, (num_null, 0), value=True)[:, None, None, :]  # b 1 1 j
         mask = keep if mask is None else mask.masked_fill(~keep, torch.finfo(dtype).min)
     return mask
+
+
+def compiled_token_choice(choose, device: torch.device):
+    """``sampling.choose_tokens`` as one fused kernel per step (temperature, Gumbel noise from the
+    counter hash, argmax, log-sum-exp and the chosen token's log-prob in one pass over the logits):
+    compiled on CUDA where Triton is available, else ``choose`` itself. A compile failure falls
+    back to ``choose`` with one warning."""
+    if device.type != "cuda" or not _has_triton():
+        return choose
+    compiled = torch.compile(choose)
+    state = {"fn": compiled}
+
+    def call(logits, temperature, keys):
+        try:
+            return state["fn"](logits, temperature, keys)
+        except Exception as exc:  # noqa: BLE001 - the eager tail computes the same
+            if state["fn"] is choose:
+                raise
+            logger.warning("compiling the sampler tail failed (%s: %s); running it eagerly", type(exc).__name__, exc)
+            state["fn"] = choose
+            return choose(logits, temperature, keys)
+
+    return call
 
 
 def depthwise_conv3d(padded: torch.Tensor, conv: torch.nn.Conv3d) -> torch.Tensor:
