@@ -8,8 +8,7 @@ started with ``PHENAKI_TEST_HOLD_AT_STEP`` (a test-only switch of the CLI), so i
 step chosen before the end, and the kill falls at a random moment between its first new checkpoint
 and that hold.
 
-Stage 1 (tokenizer) only: stage 2 needs the MiniLM text encoder in every process, which would
-double the cost of this test; its exact resume is covered in-process by test_training_pipeline.
+Stage 1 is killed three times; stage 2, which loads the MiniLM text encoder in every process, once.
 """
 
 from __future__ import annotations
@@ -201,3 +200,48 @@ def test_a_live_run_locks_its_directory_and_a_killed_one_leaves_no_lock(tmp_path
     run_in_process(run_dir)  # the stale lock is taken over
     assert load_train_state(run_dir / STATE_FILE).step == STEPS
     assert (run_dir / LOCK_FILE).read_text() == ""  # a run that ends releases it
+
+
+def test_sigkilled_stage_two_resumes_bit_exactly(tmp_path):
+    """Stage 2 (MaskGit, critic and the text encoder's captions) killed mid-run resumes to exactly
+    the weights, optimizer state and bundle of an uninterrupted run."""
+    tokenizer = tmp_path / "tok"
+    run_in_process(tokenizer)  # a stage-1 bundle to freeze
+    steps = 8
+    args = ["--tokenizer", str(tokenizer / BUNDLE_FILE), "--steps", str(steps), "--batch-size", "2",
+            "--checkpoint-every", "1", "--threads", "1", "--preview-every", "1000", "--warmup-steps", "2",
+            "--seed", "5", "--device", "cpu"]
+
+    def argv(run_dir):
+        return ["train", "transformer", str(run_dir), *args]
+
+    crashed, log_path, hold = tmp_path / "crashed", tmp_path / "stage2.log", 5
+    env = {**os.environ, "OMP_NUM_THREADS": "1", TEST_HOLD_ENV: str(hold),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "phenaki_core.cli", *argv(crashed)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_hold(proc, log_path)  # step 5 computed, unsaved; step 4 checkpointed
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert load_train_state(crashed / STATE_FILE).step == hold - 1
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv(crashed)) == 0  # resume to the end
+        assert main(argv(tmp_path / "straight")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_train_state(tmp_path / "straight" / STATE_FILE), load_train_state(crashed / STATE_FILE)
+    assert a.step == b.step == steps
+    for part in ("model", "ema"):
+        x, y = getattr(a, part), getattr(b, part)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), part
+    for index, moments in a.optimizer["state"].items():
+        assert all(torch.equal(v, b.optimizer["state"][index][k]) for k, v in moments.items())
+    x, y = load_file(str(tmp_path / "straight" / BUNDLE_FILE)), load_file(str(crashed / BUNDLE_FILE))
+    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
