@@ -254,28 +254,28 @@ def _section_from_dict(section_cls: type, data: Any, name: str) -> Any:
     return section_cls(**data)
 
 
-def _preset_tiny() -> PhenakiConfig:
-    """Minutes-free config for tests: dim 32, one layer, 8x8 frames."""
-    cvivit = CViViTConfig(dim=32, codebook_size=64, image_size=8, patch_size=4, temporal_patch_size=2,
-                          spatial_depth=1, temporal_depth=1, heads=2, dim_head=16)
+def _assemble(cvivit: CViViTConfig, frames: int, maskgit: dict, critic: dict) -> PhenakiConfig:
+    """A preset: MaskGit's vocabulary is the codebook, its sequence the tokens of ``frames`` frames."""
     return PhenakiConfig(
         cvivit=cvivit,
-        maskgit=MaskGitConfig(dim=32, depth=1, heads=2, dim_head=16, num_tokens=64, max_seq_len=cvivit.num_tokens(9),
-                              text_dim=24),
-        critic=CriticConfig(kind="token", dim=32, depth=1, heads=2, dim_head=16),
-    )
+        maskgit=MaskGitConfig(num_tokens=cvivit.codebook_size, max_seq_len=cvivit.num_tokens(frames), **maskgit),
+        critic=CriticConfig(kind="token", **critic))
+
+
+def _preset_tiny() -> PhenakiConfig:
+    """Minutes-free config for tests: dim 32, one layer, 8x8 frames."""
+    return _assemble(CViViTConfig(dim=32, codebook_size=64, image_size=8, patch_size=4, temporal_patch_size=2,
+                                  spatial_depth=1, temporal_depth=1, heads=2, dim_head=16), 9,
+                     dict(dim=32, depth=1, heads=2, dim_head=16, text_dim=24),
+                     dict(dim=32, depth=1, heads=2, dim_head=16))
 
 
 def _preset_tiny_shapes() -> PhenakiConfig:
     """A seconds-to-train Shapes World config for pipeline tests: 16x16 frames, MiniLM text."""
-    cvivit = CViViTConfig(dim=32, codebook_size=64, image_size=16, patch_size=8, temporal_patch_size=2,
-                          spatial_depth=1, temporal_depth=1, heads=2, dim_head=16)
-    return PhenakiConfig(
-        cvivit=cvivit,
-        maskgit=MaskGitConfig(dim=32, depth=1, heads=2, dim_head=16, num_tokens=64,
-                              max_seq_len=cvivit.num_tokens(17), text_dim=384),
-        critic=CriticConfig(kind="token", dim=32, depth=1, heads=2, dim_head=16),
-    )
+    return _assemble(CViViTConfig(dim=32, codebook_size=64, image_size=16, patch_size=8, temporal_patch_size=2,
+                                  spatial_depth=1, temporal_depth=1, heads=2, dim_head=16), 17,
+                     dict(dim=32, depth=1, heads=2, dim_head=16, text_dim=384),
+                     dict(dim=32, depth=1, heads=2, dim_head=16))
 
 
 def _preset_shapes64() -> PhenakiConfig:
@@ -284,38 +284,27 @@ def _preset_shapes64() -> PhenakiConfig:
     16x16 patches keep a clip at 9x4x4 = 144 tokens, so both stages train on a CPU in hours
     (attention cost grows with the square of the token count).
     """
-    cvivit = CViViTConfig(dim=128, codebook_size=4096, image_size=64, patch_size=16, temporal_patch_size=2,
-                          spatial_depth=2, temporal_depth=2, heads=4, dim_head=32, pixel_mlp_mult=4)
-    return PhenakiConfig(
-        cvivit=cvivit,
-        maskgit=MaskGitConfig(dim=256, depth=4, heads=4, dim_head=64, num_tokens=4096,
-                              max_seq_len=cvivit.num_tokens(17), text_dim=384),
-        critic=CriticConfig(kind="token", dim=128, depth=2, heads=2, dim_head=64),
-    )
+    return _assemble(CViViTConfig(dim=128, codebook_size=4096, image_size=64, patch_size=16, temporal_patch_size=2,
+                                  spatial_depth=2, temporal_depth=2, heads=4, dim_head=32, pixel_mlp_mult=4), 17,
+                     dict(dim=256, depth=4, heads=4, dim_head=64, text_dim=384),
+                     dict(dim=128, depth=2, heads=2, dim_head=64))
 
 
 def _preset_s() -> PhenakiConfig:
     """The peer comparison's config S (docs/peer.md): 64x64, 17 frames, 576 tokens."""
-    cvivit = CViViTConfig(dim=256, codebook_size=1024, image_size=64, patch_size=8, temporal_patch_size=2,
-                          spatial_depth=4, temporal_depth=4, heads=8, dim_head=32)
-    return PhenakiConfig(
-        cvivit=cvivit,
-        maskgit=MaskGitConfig(dim=384, depth=6, heads=6, dim_head=64, num_tokens=1024,
-                              max_seq_len=cvivit.num_tokens(17), text_dim=384),
-        critic=CriticConfig(kind="token", dim=256, depth=2, heads=4, dim_head=64),
-    )
+    return _assemble(CViViTConfig(dim=256, codebook_size=1024, image_size=64, patch_size=8, temporal_patch_size=2,
+                                  spatial_depth=4, temporal_depth=4, heads=8, dim_head=32), 17,
+                     dict(dim=384, depth=6, heads=6, dim_head=64, text_dim=384),
+                     dict(dim=256, depth=2, heads=4, dim_head=64))
 
 
 def _preset_l() -> PhenakiConfig:
-    """The peer comparison's config L (docs/peer.md): the paper's tokenizer geometry, 128x128, 17 frames, 2304 tokens."""
-    cvivit = CViViTConfig(dim=512, codebook_size=8192, image_size=128, patch_size=8, temporal_patch_size=2,
-                          spatial_depth=4, temporal_depth=4, heads=8, dim_head=64)
-    return PhenakiConfig(
-        cvivit=cvivit,
-        maskgit=MaskGitConfig(dim=512, depth=8, heads=8, dim_head=64, num_tokens=8192,
-                              max_seq_len=cvivit.num_tokens(17), text_dim=768),
-        critic=CriticConfig(kind="token", dim=512, depth=4, heads=8, dim_head=64),
-    )
+    """The peer comparison's config L (docs/peer.md): the paper's tokenizer geometry, 128x128, 17 frames,
+    2304 tokens."""
+    return _assemble(CViViTConfig(dim=512, codebook_size=8192, image_size=128, patch_size=8, temporal_patch_size=2,
+                                  spatial_depth=4, temporal_depth=4, heads=8, dim_head=64), 17,
+                     dict(dim=512, depth=8, heads=8, dim_head=64, text_dim=768),
+                     dict(dim=512, depth=4, heads=8, dim_head=64))
 
 
 PRESETS = {
