@@ -123,17 +123,22 @@ def test_sigkilled_training_resumes_bit_exactly(tmp_path):
     assert final_record(crashed)["loss"] == final_record(straight)["loss"]
     for key in ("recon", "entropy", "lr", "grad_norm"):
         assert final_record(crashed)[key] == final_record(straight)[key], key
-    a, b = load_train_state(straight / STATE_FILE), load_train_state(crashed / STATE_FILE)
-    assert a.step == b.step == STEPS
+    assert_same_end(straight, crashed, STEPS)
+    print(f"killed at steps {kills}")
+
+
+def assert_same_end(straight: Path, resumed: Path, steps: int) -> None:
+    """Both runs ended at ``steps`` with bit-identical weights, EMA, optimizer and RNG state and bundle."""
+    a, b = load_train_state(straight / STATE_FILE), load_train_state(resumed / STATE_FILE)
+    assert a.step == b.step == steps
     for part in ("model", "ema"):
         x, y = getattr(a, part), getattr(b, part)
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), part
     for index, moments in a.optimizer["state"].items():
         assert all(torch.equal(v, b.optimizer["state"][index][k]) for k, v in moments.items())
     assert (a.generator is None and b.generator is None) or torch.equal(a.generator, b.generator)
-    x, y = load_file(str(straight / BUNDLE_FILE)), load_file(str(crashed / BUNDLE_FILE))
+    x, y = load_file(str(straight / BUNDLE_FILE)), load_file(str(resumed / BUNDLE_FILE))
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
-    print(f"killed at steps {kills}")
 
 
 def start_held(run_dir: Path, hold: int, log_path: Path, extra=()) -> subprocess.Popen:
@@ -236,12 +241,4 @@ def test_sigkilled_stage_two_resumes_bit_exactly(tmp_path):
         assert main(argv(tmp_path / "straight")) == 0
     finally:
         torch.set_num_threads(threads)
-    a, b = load_train_state(tmp_path / "straight" / STATE_FILE), load_train_state(crashed / STATE_FILE)
-    assert a.step == b.step == steps
-    for part in ("model", "ema"):
-        x, y = getattr(a, part), getattr(b, part)
-        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), part
-    for index, moments in a.optimizer["state"].items():
-        assert all(torch.equal(v, b.optimizer["state"][index][k]) for k, v in moments.items())
-    x, y = load_file(str(tmp_path / "straight" / BUNDLE_FILE)), load_file(str(crashed / BUNDLE_FILE))
-    assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert_same_end(tmp_path / "straight", crashed, steps)
