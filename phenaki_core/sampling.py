@@ -193,14 +193,14 @@ ChooseFn = Callable[[torch.Tensor, float, torch.Tensor], tuple[torch.Tensor, tor
 
 def sampling_step(ids: torch.Tensor, positions: torch.Tensor, plan: StepPlan, step: int, seed: torch.Tensor,
                   logits_fn: LogitsFn, critic_fn: Optional[CriticFn], mask_id: int,
-                  choose: ChooseFn = choose_tokens) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  choose: Optional[ChooseFn] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One MaskGIT step: sample the masked ``positions`` (b k) of ``ids`` (b n), then re-mask.
 
     Returns (ids with the samples written, ids re-masked for the next step, next positions b k').
-    No host sync: every size comes from ``plan``. ``choose``: ``choose_tokens`` or a compiled copy.
+    No host sync: every size comes from ``plan``. ``choose``: a compiled ``choose_tokens`` (the default).
     """
     logits = logits_fn(ids, positions)  # b k V
-    sampled, log_p = choose(logits, plan.temperature, position_keys(seed, step, _STREAM_TOKENS, positions))
+    sampled, log_p = (choose or choose_tokens)(logits, plan.temperature, position_keys(seed, step, _STREAM_TOKENS, positions))
     filled = ids.scatter(1, positions, sampled)
     if plan.next_masked == 0:
         return filled, filled, positions[:, :0]
