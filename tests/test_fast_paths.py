@@ -112,6 +112,10 @@ def test_compile_flag_on_cpu_samples_eagerly_with_identical_output(caplog):
     assert any("eagerly" in r.message for r in caplog.records)
 
 
+EAGER_FLEX = "ignore:flex_attention called without torch.compile"  # the CPU reference path, on purpose
+
+
+@pytest.mark.filterwarnings(EAGER_FLEX)
 @pytest.mark.parametrize("grid, heads, nkv", [((3, 2, 2), 4, 0), ((2, 3, 4), 2, 2), ((4, 4), 3, 0)])
 def test_flex_attention_reading_the_bias_table_equals_sdpa_with_the_dense_bias(grid, heads, nkv):
     pytest.importorskip("torch.nn.attention.flex_attention")
@@ -132,6 +136,7 @@ def test_flex_attention_reading_the_bias_table_equals_sdpa_with_the_dense_bias(g
     assert torch.equal(cpb(*grid)[:, i, j], relative.table[:, relative.index(torch.tensor(i), torch.tensor(j))])
 
 
+@pytest.mark.filterwarnings(EAGER_FLEX)
 def test_sampling_with_flex_attention_gives_the_sdpa_tokens():
     pytest.importorskip("torch.nn.attention.flex_attention")
     model = build_tiny()
