@@ -136,12 +136,13 @@ _STREAM_TOKENS, _STREAM_SCORES = 1, 2
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer finaliser (lowbias32): every input bit flips each output bit with p ~ 1/2."""
+    """A 32-bit integer finaliser (lowbias32): every input bit flips each output bit with p ~ 1/2.
+    (In place on its own first result: these tensors span the vocabulary of every masked token.)"""
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _M32  # int64 products may wrap; the low 32 bits stay exact
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _M32
-    return x ^ (x >> 16)
+    x.mul_(0x7FEB352D).bitwise_and_(_M32)  # int64 products may wrap; the low 32 bits stay exact
+    x.bitwise_xor_(x >> 15)
+    x.mul_(0x846CA68B).bitwise_and_(_M32)
+    return x.bitwise_xor_(x >> 16)
 
 
 def draw_seed(generator: Optional[torch.Generator], device: torch.device | str) -> torch.Tensor:
@@ -161,7 +162,7 @@ def position_keys(seed: torch.Tensor, step: int, stream: int, positions: torch.T
 
 def uniform_noise(keys: torch.Tensor) -> torch.Tensor:
     """Uniform float32 in (0, 1), one per key: 24 bits of the hash, centred in their bin."""
-    return ((_mix32(keys) >> 8).float() + 0.5) * (1.0 / (1 << 24))
+    return _mix32(keys).bitwise_right_shift_(8).float().add_(0.5).mul_(1.0 / (1 << 24))
 
 
 def gumbel_from_keys(keys: torch.Tensor, vocab: Optional[int] = None) -> torch.Tensor:
@@ -169,7 +170,7 @@ def gumbel_from_keys(keys: torch.Tensor, vocab: Optional[int] = None) -> torch.T
     if vocab is not None:
         ids = torch.arange(vocab, device=keys.device, dtype=torch.int64) * 0x9E3779B9 & _M32
         keys = keys[..., None] ^ ids
-    return -torch.log(-torch.log(uniform_noise(keys)))
+    return uniform_noise(keys).log_().neg_().log_().neg_()  # -log(-log(u))
 
 
 # --- the step tail ----------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def choose_tokens(logits: torch.Tensor, temperature: float, keys: torch.Tensor) 
     """
     scores = logits.float()
     if temperature > 1e-10:
-        sampled = (scores / temperature + gumbel_from_keys(keys, scores.shape[-1])).argmax(-1)
+        sampled = gumbel_from_keys(keys, scores.shape[-1]).add_(scores / temperature).argmax(-1)
     else:
         sampled = scores.argmax(-1)
     chosen = scores.gather(-1, sampled[..., None]).squeeze(-1)
