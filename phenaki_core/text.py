@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import InputError, TextEncoderError
-from .phenaki import TextCondition
+from .text_condition import TextCondition
 
 logger = logging.getLogger(__name__)
 
