@@ -231,8 +231,8 @@ def make_setup(config_name: str, quick: bool) -> Setup:
 class Workloads:
     """Builds the callables that are timed: ours, and the peer's when it is built."""
 
-    def __init__(self, setup: Setup, device: torch.device, with_peer: bool, compile_sampler: bool, seed: int = 0):
-        self.setup, self.device, self.compile_sampler = setup, device, compile_sampler
+    def __init__(self, setup: Setup, device: torch.device, with_peer: bool, seed: int = 0):
+        self.setup, self.device = setup, device
         cfg = setup.config
         self.text_dim = cfg.maskgit.text_dim
         self.token_shape = cfg.cvivit.token_shape(setup.frames)
@@ -530,7 +530,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup = make_setup(args.config, args.quick)
     if args.sample_batches:
         setup.sample_batches = tuple(int(b) for b in args.sample_batches.split(","))
-    work = Workloads(setup, device, args.peer, False)
+    work = Workloads(setup, device, args.peer)
     timer = Timer(device, repeats, warmup, args.budget)
     peak_n = 256 if args.quick else (8192 if cuda else 2048)
     peaks = {d: matmul_peak(device, DTYPES[d], peak_n, seconds=0.2 if args.quick else 2.0) for d in dtypes}

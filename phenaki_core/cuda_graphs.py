@@ -118,10 +118,9 @@ class GraphedSample:
 def graphed_sample(model, text: Optional[TextCondition], negative: Optional[TextCondition],
                    prime_ids: Optional[torch.Tensor], token_shape: tuple[int, int, int], sampler: SamplerConfig,
                    seed: torch.Tensor, callback: Optional[Callable[[SamplerStep], None]], batch: int,
-                   attention: str = "auto") -> Optional[torch.Tensor]:
+                   use_critic: bool, attention: str = "auto") -> Optional[torch.Tensor]:
     """New token ids (b, n) of one guided sample, replayed from recorded CUDA graphs; None (and a
     warning) if recording fails, so the caller samples eagerly."""
-    use_critic = sampler.remask == "critic" or (sampler.remask == "auto" and model.critic is not None)
     weights = tuple(p.data_ptr() for p in model.parameters())
     key = (batch, token_shape, sampler, use_critic, attention, str(model.device),
            model.maskgit.to_logits.weight.dtype, _shape(None if text is None else text.embeds),

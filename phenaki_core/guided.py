@@ -183,7 +183,7 @@ def sample_ids(
         if compile and model.device.type == "cuda":
             from .cuda_graphs import graphed_sample
             new_ids = graphed_sample(model, text, negative, prime_ids, token_shape, sampler, seed, callback, batch,
-                                     attention)
+                                     use_critic, attention)
         elif compile:
             logger.info("compile=True replays CUDA graphs on CUDA only; sampling eagerly on %s", model.device.type)
         if new_ids is None:

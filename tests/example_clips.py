@@ -70,7 +70,7 @@ def write_example_clips(root: str | Path, with_mp4: bool = True) -> Path:
                            lossless=True)
             index.append({"file": f"{name}.webp", "caption": text})
         elif kind == "mp4":
-            _write_mp4(root / f"{name}.mp4", frames(colour, shape, motion, 60, size), fps=24)
+            write_video_av(root / f"{name}.mp4", frames(colour, shape, motion, 60, size), fps=24)
             (root / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
         else:
             folder = root / "frames" / name
@@ -86,11 +86,12 @@ def write_example_clips(root: str | Path, with_mp4: bool = True) -> Path:
     return root
 
 
-def _write_mp4(path: Path, video: list[np.ndarray], fps: int) -> None:
+def write_video_av(path: Path, video: list[np.ndarray], fps: int, codec: str = "mpeg4") -> None:
+    """RGB uint8 frames (h, w, 3) -> a video file through PyAV (mp4, webm, ...)."""
     import av
     h, w = video[0].shape[:2]
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for frame in video:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

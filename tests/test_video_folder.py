@@ -17,6 +17,8 @@ from phenaki_core.data import VideoFolderConfig, VideoFolderDataset, read_captio
 from phenaki_core.data import video_folder
 from phenaki_core.errors import ConfigError, InputError
 
+from example_clips import write_video_av
+
 RED = (255, 0, 0)
 
 
@@ -393,16 +395,8 @@ def test_pyav_missing_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def _write_av(path, frames: list[np.ndarray], fps: int, codec: str = "libx264") -> None:
-    av = pytest.importorskip("av")
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    pytest.importorskip("av")
+    write_video_av(path, frames, fps, codec)
 
 
 def test_mp4_red_and_fps(tmp_path):
