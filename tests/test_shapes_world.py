@@ -219,7 +219,9 @@ def test_paraphrases_are_used_and_parse_back() -> None:
     caps = _captions(3000, 1.0)
     text = " | ".join(c for c, _ in caps)
     for word in ("ball", "disc", "box", "block", "heading left", "slides to the left",
-                 "getting bigger", "not moving", "stays still", "the", "that is"):
+                 "getting bigger", "not moving", "stays still", "the", "that is",
+                 "crimson", "navy", "turquoise", "sphere", "sinking", "expanding", r"in \w+, \w+",
+                 r"an (orange|amber|emerald)"):
         assert re.search(rf"\b{word}\b", text), word
     assert len({c for c, _ in caps}) > 1500
     for caption, attrs in caps:
@@ -232,6 +234,8 @@ def test_paraphrases_are_used_and_parse_back() -> None:
 
 def test_heldout_paraphrases_never_generated() -> None:
     vocab = cap.all_training_phrases()
+    for phrases in cap.HELDOUT_COLOUR_SYNONYMS.values():
+        assert not set(phrases) & vocab["colour"]
     for phrases in cap.HELDOUT_SHAPE_SYNONYMS.values():
         assert not set(phrases) & vocab["shape"]
     for phrases in cap.HELDOUT_MOTION_PHRASES.values():
@@ -243,7 +247,7 @@ def test_heldout_paraphrases_never_generated() -> None:
     offenders = [c for c in every if pattern.search(c)]
     assert not offenders, offenders[:5]
     # ... and every held-out phrase contains at least one held-out word.
-    for table in (cap.HELDOUT_SHAPE_SYNONYMS, cap.HELDOUT_MOTION_PHRASES):
+    for table in (cap.HELDOUT_COLOUR_SYNONYMS, cap.HELDOUT_SHAPE_SYNONYMS, cap.HELDOUT_MOTION_PHRASES):
         for phrase in (p for ps in table.values() for p in ps):
             assert pattern.search(phrase), phrase
 
@@ -255,6 +259,20 @@ def test_motion_phrases_do_not_overlap_between_motions() -> None:
         for q, n in phrases:
             if m != n:
                 assert not re.search(rf"\b{re.escape(p)}\b", q), (p, q)
+
+
+def test_colour_shape_and_motion_wordings_never_contain_each_other() -> None:
+    # "brick red" would also name a square: a caption must name each attribute once
+    vocab = cap.all_training_phrases()
+    for held, kind in ((cap.HELDOUT_COLOUR_SYNONYMS, "colour"), (cap.HELDOUT_SHAPE_SYNONYMS, "shape"),
+                       (cap.HELDOUT_MOTION_PHRASES, "motion")):
+        vocab[kind] = vocab[kind] | {p for ps in held.values() for p in ps}
+    for kind, phrases in vocab.items():
+        for other, others in vocab.items():
+            if kind != other:
+                for p in phrases:
+                    clash = [q for q in others if re.search(rf"\b{re.escape(p)}\b", q)]
+                    assert not clash, (kind, p, other, clash)
 
 
 def test_evaluation_prompts_cover_everything_and_are_fixed() -> None:
@@ -270,7 +288,7 @@ def test_evaluation_prompts_cover_everything_and_are_fixed() -> None:
     assert [p[1:] for p in heldout] == [p[1:] for p in canonical]
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, cap.HELDOUT_WORDS)) + r")\b")
     for p in heldout:
-        assert len(pattern.findall(p.prompt)) >= 2, p.prompt  # held-out noun and motion
+        assert len(pattern.findall(p.prompt)) >= 3, p.prompt  # held-out shade, noun and motion
         assert parse_caption(p.prompt) == p[1:], p.prompt
     assert len({p.prompt for p in heldout}) == 42
     with pytest.raises(ValueError):

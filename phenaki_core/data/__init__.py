@@ -1,6 +1,6 @@
 """Training data: the procedural Shapes World (see docs/shapes_world.md) and its captions."""
 
-from .captions import (COLOURS, HELDOUT_MOTION_PHRASES, HELDOUT_SHAPE_SYNONYMS, HELDOUT_WORDS,
+from .captions import (COLOUR_SYNONYMS, COLOURS, HELDOUT_COLOUR_SYNONYMS, HELDOUT_MOTION_PHRASES, HELDOUT_SHAPE_SYNONYMS, HELDOUT_WORDS,
                        MOTION_PARTICIPLES, MOTION_VERBS, MOTIONS, PALETTE, SHAPE_SYNONYMS, SHAPES,
                        EvalPrompt, canonical_caption, evaluation_prompts, evaluation_stories,
                        parse_caption, training_caption)
@@ -12,7 +12,7 @@ from .video_folder import (VideoFolderConfig, VideoFolderDataset, VideoFolderRep
                            sample_frame_indices)
 
 __all__ = [
-    "COLOURS", "HELDOUT_MOTION_PHRASES", "HELDOUT_SHAPE_SYNONYMS", "HELDOUT_WORDS",
+    "COLOUR_SYNONYMS", "COLOURS", "HELDOUT_COLOUR_SYNONYMS", "HELDOUT_MOTION_PHRASES", "HELDOUT_SHAPE_SYNONYMS", "HELDOUT_WORDS",
     "MOTION_PARTICIPLES", "MOTION_VERBS", "MOTIONS", "PALETTE", "SHAPE_SYNONYMS", "SHAPES",
     "EvalPrompt", "canonical_caption", "evaluation_prompts", "evaluation_stories", "parse_caption",
     "training_caption", "ShapesClip", "ShapesWorldConfig", "ShapesWorldDataset",
