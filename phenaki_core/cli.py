@@ -665,7 +665,7 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--fps", type=_finite_float, help="--data: sample clips at this frame rate (default: the "
                                                        "model's)")
     ev.add_argument("--prompts-only", action="store_true",
-                    help="measure only the canonical and held-out prompts (skip the tokenizer, chains and "
+                    help="measure only the canonical, shade and held-out prompts (skip the tokenizer, chains and "
                          "diversity; about 40%% of the time)")
     ev.add_argument("--text-probe", action="store_true",
                     help="measure only the text encoder: how well linear probes fitted on the generator's "

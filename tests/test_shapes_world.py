@@ -284,6 +284,14 @@ def test_evaluation_prompts_cover_everything_and_are_fixed() -> None:
     assert max(Counter(p.colour for p in canonical).values()) <= 6
     assert all(p.prompt == canonical_caption(p.colour, p.shape, p.motion) for p in canonical)
 
+    shades = evaluation_prompts("shades")
+    assert [p[1:] for p in shades] == [p[1:] for p in canonical]
+    training_shades = cap.all_training_phrases()["colour"] - set(COLOURS)
+    for p in shades:
+        assert parse_caption(p.prompt) == p[1:], p.prompt
+        assert any(re.search(rf"\b{re.escape(w)}\b", p.prompt) for w in training_shades), p.prompt
+    assert len({p.prompt for p in shades}) == 42
+
     heldout = evaluation_prompts("heldout")
     assert [p[1:] for p in heldout] == [p[1:] for p in canonical]
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, cap.HELDOUT_WORDS)) + r")\b")

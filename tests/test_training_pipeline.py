@@ -197,7 +197,7 @@ def test_eval_prompts_only_measures_just_the_prompts(stage2, tmp_path):
     assert main(["eval", "--checkpoint", str(stage2.bundle), "--quick", "--prompts-only", "--steps", "2",
                  "--device", "cpu", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert {"canonical", "heldout"} <= set(report) and not {"tokenizer_psnr_db", "chains", "diversity"} & set(report)
+    assert {"canonical", "shades", "heldout"} <= set(report) and not {"tokenizer_psnr_db", "chains", "diversity"} & set(report)
     assert set(report["targets_met"]) == {"colour", "shape", "motion", "all_three", "heldout_all_three"}
     assert main(["eval", "--checkpoint", str(stage2.bundle), "--prompts-only", "--tokenizer-only"]) == 2
 

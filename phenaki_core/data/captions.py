@@ -352,10 +352,13 @@ def _eval_targets() -> list[tuple[str, str, str]]:
             for i in range(NUM_EVAL_PROMPTS)]
 
 
-def evaluation_prompts(kind: Literal["canonical", "heldout"] = "canonical") -> list[EvalPrompt]:
+def evaluation_prompts(kind: Literal["canonical", "shades", "heldout"] = "canonical") -> list[EvalPrompt]:
     """The fixed evaluation prompt list (deterministic, no randomness).
 
     ``"canonical"``: 42 canonical captions; each shape/motion pair twice, each colour 5-6 times.
+    ``"shades"``: the same 42 targets in the canonical form, with the colour named by one of the
+    everyday shades of the training captions instead of its palette word (a different shade each
+    time it comes round).
     ``"heldout"``: the same 42 targets worded only with held-out shades, nouns, phrases and
     templates the generator never produces (tests language transfer of the text encoder).
     """
@@ -363,6 +366,9 @@ def evaluation_prompts(kind: Literal["canonical", "heldout"] = "canonical") -> l
     for i, (colour, shape, motion) in enumerate(_eval_targets()):
         if kind == "canonical":
             prompt = canonical_caption(colour, shape, motion)
+        elif kind == "shades":
+            shades = COLOUR_SYNONYMS[colour][1:]
+            prompt = _fix_articles(f"a {shades[(i // len(COLOURS)) % len(shades)]} {shape} {motion}")
         elif kind == "heldout":
             shades = HELDOUT_COLOUR_SYNONYMS[colour]
             nouns, phrases = HELDOUT_SHAPE_SYNONYMS[shape], HELDOUT_MOTION_PHRASES[motion]
@@ -371,7 +377,7 @@ def evaluation_prompts(kind: Literal["canonical", "heldout"] = "canonical") -> l
                                                    shape=nouns[(i // 3) % len(nouns)],
                                                    motion=phrases[(i // 7) % len(phrases)]))
         else:
-            raise ValueError(f"kind must be 'canonical' or 'heldout', got {kind!r}")
+            raise ValueError(f"kind must be 'canonical', 'shades' or 'heldout', got {kind!r}")
         out.append(EvalPrompt(prompt, colour, shape, motion))
     return out
 
