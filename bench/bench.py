@@ -52,7 +52,7 @@ for _path in (ROOT, ROOT / "bench"):  # phenaki_core from this checkout (the pee
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
 
-from phenaki_core import CriticConfig, Phenaki, SamplerConfig, TextCondition, preset  # noqa: E402
+from phenaki_core import CriticConfig, Phenaki, SamplerConfig, TextCondition, preset, sample_ids  # noqa: E402
 from phenaki_core.convert import convert_peer_state_dict  # noqa: E402
 
 TEXT_LEN = 16
@@ -275,8 +275,8 @@ class Workloads:
 
             def run(compile=mode == "graphs", attention=attention):
                 gen = torch.Generator(device=self.device).manual_seed(0)
-                ids = ours.sample(text, num_frames=self.setup.frames, sampler=sampler, generator=gen,
-                                  compile=compile, attention=attention)
+                ids = sample_ids(ours, text, num_frames=self.setup.frames, sampler=sampler, generator=gen,
+                                 compile=compile, attention=attention)
                 return ours.cvivit.decode_from_ids(ids)
 
             fns[f"ours {variant}"] = run

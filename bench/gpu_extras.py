@@ -40,7 +40,7 @@ for _path in (ROOT, ROOT / "bench"):
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from phenaki_core import CriticConfig, Phenaki, SamplerConfig, TextCondition, preset  # noqa: E402
+from phenaki_core import CriticConfig, Phenaki, SamplerConfig, TextCondition, preset, sample_ids  # noqa: E402
 from phenaki_core import sampling  # noqa: E402
 from phenaki_core.guided import GuidedModel  # noqa: E402
 from phenaki_core.kernels import RelativeBias, attention  # noqa: E402
@@ -99,8 +99,8 @@ def agreement(args, device: torch.device) -> dict:
         low = GuidedModel(bf16, text, None, None, token_shape, 3.0).logits(ids, positions).float()
         err = (low - ref).abs()
         sampler = SamplerConfig(steps=steps)
-        tokens = [m.sample(text, num_frames=frames, sampler=sampler, generator=torch.Generator(device).manual_seed(0))
-                  for m in (fp32, bf16)]
+        tokens = [sample_ids(m, text, num_frames=frames, sampler=sampler,
+                             generator=torch.Generator(device).manual_seed(0)) for m in (fp32, bf16)]
         result[f"b{batch}"] = {
             "step0_logits_max_abs_err": err.max().item(), "step0_logits_mean_abs_err": err.mean().item(),
             "step0_logits_std_fp32": ref.std().item(),
@@ -199,7 +199,7 @@ def profile(args, device: torch.device) -> dict:
             return original(*a, **k)
 
     def run():
-        model.sample(text, num_frames=frames, sampler=sampler, generator=torch.Generator(device).manual_seed(0))
+        sample_ids(model, text, num_frames=frames, sampler=sampler, generator=torch.Generator(device).manual_seed(0))
 
     sampling.choose_tokens = tail
     try:

@@ -21,6 +21,7 @@ from . import comfy_adapter as adapter
 from .sockets import ManagedModules, PhenakiCond, PhenakiModel, PhenakiTokens
 from ..phenaki_core import (CheckpointError, InputError, PhenakiConfig, PhenakiError, PhenakiPipeline, SamplerConfig,
                             SamplerStep, Story, TextCondition, default_checkpoint, fit_video, read_metadata)
+from ..phenaki_core.guided import sample_ids
 from ..phenaki_core.pipeline import check_prime_length, check_seed, resolve_device, resolve_dtype
 from ..phenaki_core.sampling import REMASK_MODES
 from ..phenaki_core.text import clean_prompts
@@ -312,8 +313,8 @@ def sample_scene(model: PhenakiModel, cond: PhenakiCond, frames: int, sampler: S
     ready(model)
     pipeline = model.pipeline
     progress = StepProgress(model, sampler.steps)
-    ids = pipeline.model.sample(text, num_frames=frames - prime_frames, prime_ids=primed, negative=negative,
-                                sampler=sampler, generator=pipeline.generator(seed), callback=progress)
+    ids = sample_ids(pipeline.model, text, num_frames=frames - prime_frames, prime_ids=primed, negative=negative,
+                     sampler=sampler, generator=pipeline.generator(seed), callback=progress)
     return PhenakiTokens(ids.cpu(), model, prime_frames)
 
 

@@ -5,8 +5,9 @@ Layout:
     layers.py      attention (SDPA), PEG, continuous position bias, transformer blocks
     cvivit.py      C-ViViT causal video tokenizer (+ quantizer.py: lookup-free quantization)
     maskgit.py     MaskGit, TokenCritic, SelfCritic (ids -> logits)
-    phenaki.py     the model bundle: training forward (losses) and token sampling
+    phenaki.py     the model bundle and its training forward (losses)
     sampling.py    the MaskGIT decoding loop, a pure function of a logits callback
+    guided.py      sample_ids(model, text, ...): guidance and priming around that loop
     pipeline.py    prompts -> video, make_video scene chaining, device/dtype helpers
     text.py        offline text encoders (MiniLM default, local T5)
     checkpoint.py  one .safetensors per bundle, config in the header, strict loading
@@ -22,6 +23,7 @@ from .config import (CriticConfig, CViViTConfig, MaskGitConfig, PhenakiConfig, T
                      PRESETS)
 from .cvivit import CViViT
 from .errors import CheckpointError, ConfigError, InputError, PhenakiError, TextEncoderError
+from .guided import sample_ids
 from .maskgit import MaskGit, SelfCritic, TokenCritic
 from .phenaki import Phenaki, PhenakiLoss, TextCondition
 from .pipeline import PhenakiPipeline, Story, default_checkpoint, fit_video, make_video
@@ -36,5 +38,5 @@ __all__ = [
     "PhenakiPipeline", "PRESETS", "SamplerConfig", "SamplerStep", "SelfCritic", "Story", "TextCondition",
     "TextEncoderError", "TextEncoderSpec", "TokenCritic", "TrainingLossConfig", "default_checkpoint",
     "fit_video", "load_bundle", "load_minilm", "load_t5", "load_text_encoder", "make_video", "preset",
-    "read_metadata", "sample_tokens", "save_bundle",
+    "read_metadata", "sample_ids", "sample_tokens", "save_bundle",
 ]

@@ -1,6 +1,7 @@
 """Guided sampling of a Phenaki model: prepare once, then run the fixed-shape MaskGIT loop.
 
     sample_ids(model, text, num_frames=..., prime_ids=..., negative=...) -> ids (b t y x)
+    sample_images(model, text) -> frames (b c H W)
 
 ``GuidedModel`` holds everything that stays fixed during one sample, computed once before the
 loop: the prime's ids, the text rows of classifier-free guidance ([cond; uncond] as one batch),
@@ -94,21 +95,6 @@ class GuidedModel:
         return self._combine(scores[:, self.n_prime:])
 
 
-def check_text(model, text: Optional[TextCondition], batch: int) -> Optional[TextCondition]:
-    """The model's text condition for ``batch`` rows (None for an unconditional model)."""
-    config = model.config.maskgit
-    if config.unconditional:
-        return None
-    if text is None:
-        raise InputError("this model is text-conditioned: pass a TextCondition (encode your prompts first)")
-    if text.embeds.shape[-1] != config.text_dim:
-        raise InputError(f"text embeddings have dimension {text.embeds.shape[-1]} but the model expects "
-                         f"{config.text_dim}; use the text encoder the checkpoint was trained with")
-    if text.batch != batch:
-        raise InputError(f"got {text.batch} text rows for a batch of {batch} videos")
-    return text
-
-
 def plan_grid(model, num_frames: int, prime_ids: Optional[torch.Tensor], batch: int) -> tuple[int, int]:
     """Check the frame count and prime; return (prime token-frames, new token-frames)."""
     cfg = model.config.cvivit
@@ -158,9 +144,9 @@ def sample_ids(
     ``auto`` (FlexAttention on CUDA, SDPA elsewhere), ``flex`` or ``sdpa`` (``kernels``).
     """
     batch = text.batch if text is not None else prime_ids.shape[0] if prime_ids is not None else batch_size or 1
-    text = check_text(model, text, batch)
+    text = model.check_text(text, batch)
     if negative is not None:
-        negative = check_text(model, negative, batch)
+        negative = model.check_text(negative, batch)
     prime_t, new_t = plan_grid(model, num_frames, prime_ids, batch)
     grid = model.config.cvivit.grid_size
     token_shape = (prime_t + new_t, grid, grid)
@@ -195,3 +181,10 @@ def sample_ids(
         model.train(was_training)
     new_ids = new_ids.view(batch, new_t, grid, grid)
     return new_ids if prime_ids is None else torch.cat((prime_ids.to(new_ids), new_ids), dim=1)
+
+
+@torch.no_grad()
+def sample_images(model, text: Optional[TextCondition], **kwargs) -> torch.Tensor:
+    """Single frames: (b, c, H, W) in [0, 1] (``sample_ids`` with one frame, decoded)."""
+    ids = sample_ids(model, text, num_frames=1, **kwargs)
+    return model.cvivit.decode_from_ids(ids)[:, :, 0]

@@ -1,10 +1,11 @@
-"""The Phenaki model bundle: tokenizer + MaskGit + critic, its training forward and token sampling.
+"""The Phenaki model bundle: tokenizer + MaskGit + critic, and its training forward.
 
-    Phenaki.forward(video_ids, text_embeds, text_mask)   -> PhenakiLoss   (stage-2 training)
-    Phenaki.sample(text, num_frames, prime_ids=...)     -> ids (b t y x) (guided MaskGIT decoding)
+    Phenaki.forward(video_ids, text=TextCondition)   -> PhenakiLoss   (stage-2 training)
 
-Text comes in already encoded (``TextCondition``); the text encoder lives in ``text.py`` and the
-user-facing pipeline that ties both together in ``pipeline.py``.
+Text comes in already encoded (``TextCondition``); the text encoder lives in ``text.py``.
+Sampling is not a method of the model: ``guided.sample_ids(model, text, num_frames=...)`` runs the
+MaskGIT loop over the model's forward passes, and ``pipeline.py`` ties text, sampling and video
+together (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from .config import PhenakiConfig
 from .cvivit import CViViT
 from .errors import InputError
 from .maskgit import MaskGit, SelfCritic, TokenCritic
-from .sampling import gumbel_sample
 from .text_condition import TextCondition
 
 
@@ -33,6 +33,21 @@ class PhenakiLoss:
     token_mask: torch.Tensor  # b n bool, positions replaced by the mask token
     cond_dropped: Optional[torch.Tensor]  # b bool, rows whose text was dropped (CFG training)
     critic_labels: Optional[torch.Tensor]  # b n float, 1 where a sampled token replaced the truth
+
+
+def gumbel_noise(shape: torch.Size, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=device)
+    neg_log_u = -torch.log(u.clamp_min(1e-20))  # in (0, 46]
+    return -torch.log(neg_log_u.clamp_min(1e-20))
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Sample ids from logits (..., V) with a torch.Generator; temperature 0 is argmax. Training draws
+    the critic's inputs with it; the sampler has its own counter-based noise (``sampling``)."""
+    if temperature <= 1e-10:
+        return logits.argmax(dim=-1)
+    noise = gumbel_noise(logits.shape, generator, logits.device)
+    return (logits.float() / temperature + noise).argmax(dim=-1)
 
 
 def cosine_mask_subset(valid: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -77,9 +92,19 @@ class Phenaki(nn.Module):
         return self.maskgit.to_logits.weight.device
 
     # --- helpers ----------------------------------------------------------------------------------
-    def _check_text(self, text: Optional[TextCondition], batch: int) -> Optional[TextCondition]:
-        from .guided import check_text
-        return check_text(self, text, batch)
+    def check_text(self, text: Optional[TextCondition], batch: int) -> Optional[TextCondition]:
+        """The model's text condition for ``batch`` rows (None for an unconditional model)."""
+        config = self.config.maskgit
+        if config.unconditional:
+            return None
+        if text is None:
+            raise InputError("this model is text-conditioned: pass a TextCondition (encode your prompts first)")
+        if text.embeds.shape[-1] != config.text_dim:
+            raise InputError(f"text embeddings have dimension {text.embeds.shape[-1]} but the model expects "
+                             f"{config.text_dim}; use the text encoder the checkpoint was trained with")
+        if text.batch != batch:
+            raise InputError(f"got {text.batch} text rows for a batch of {batch} videos")
+        return text
 
     def video_token_mask(self, video_frame_mask: torch.Tensor, token_shape: tuple[int, int, int]) -> torch.Tensor:
         """Frame mask (b f) -> token mask (b n): a token-frame is valid if any of its frames is."""
@@ -107,7 +132,7 @@ class Phenaki(nn.Module):
             raise InputError(f"video_ids must be (batch, token_frames, height, width), got {shape}")
         b, token_shape = video_ids.shape[0], tuple(video_ids.shape[1:])
         ids = video_ids.flatten(1).long()  # b n
-        text = self._check_text(text, b)
+        text = self.check_text(text, b)
         loss_cfg = self.config.loss
 
         # classifier-free guidance: drop the whole text of some rows (only null key/values remain)
@@ -140,15 +165,3 @@ class Phenaki(nn.Module):
             critic_loss = F.binary_cross_entropy_with_logits(critic_logits[valid].float(), critic_labels[valid])
         loss = token_loss if critic_loss is None else token_loss + loss_cfg.critic_loss_weight * critic_loss
         return PhenakiLoss(loss, token_loss, critic_loss, token_mask, cond_dropped, critic_labels)
-
-    # --- sampling (the loop lives in ``guided`` and ``sampling``) ----------------------------------
-    def sample(self, text: Optional[TextCondition], **kwargs) -> torch.Tensor:
-        """Token ids (b, t, y, x): ``guided.sample_ids(self, text, **kwargs)``, see there."""
-        from .guided import sample_ids
-        return sample_ids(self, text, **kwargs)
-
-    @torch.no_grad()
-    def sample_images(self, text: Optional[TextCondition], **kwargs) -> torch.Tensor:
-        """Single frames: (b, c, H, W) in [0, 1]."""
-        ids = self.sample(text, num_frames=1, **kwargs)
-        return self.cvivit.decode_from_ids(ids)[:, :, 0]

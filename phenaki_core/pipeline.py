@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .checkpoint import Bundle, load_bundle
 from .errors import CheckpointError, InputError
+from .guided import sample_ids
 from .phenaki import Phenaki, TextCondition
 from .sampling import SamplerConfig, SamplerStep
 from .text import HFTextEncoder, load_text_encoder
@@ -144,8 +145,8 @@ def make_video(
             prime_ids = model.cvivit.encode_to_ids(history[:, :, -p:].to(model.device, weight_dtype))
         step_cb = None if callback is None else (lambda step, _i=index: callback(_i, step))
         negative = negatives[index] if negatives is not None else None
-        ids = model.sample(text, num_frames=frames[index] - p, prime_ids=prime_ids, negative=negative,
-                           sampler=sampler, generator=generator, callback=step_cb, compile=compile)
+        ids = sample_ids(model, text, num_frames=frames[index] - p, prime_ids=prime_ids, negative=negative,
+                         sampler=sampler, generator=generator, callback=step_cb, compile=compile)
         video = model.cvivit.decode_from_ids(ids)[:, :, p:].float()  # drop the re-decoded prime
         scenes.append(video)
         history = video if history is None else torch.cat((history.to(video), video), dim=2)

@@ -252,18 +252,3 @@ def sample_tokens(
             callback(SamplerStep(step, config.steps, filled, positions))
         positions = next_positions
     return ids
-
-
-# --- training-time sampling (the critic's inputs) -----------------------------------------------------
-def gumbel_noise(shape: torch.Size, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device)
-    neg_log_u = -torch.log(u.clamp_min(1e-20))  # in (0, 46]
-    return -torch.log(neg_log_u.clamp_min(1e-20))
-
-
-def gumbel_sample(logits: torch.Tensor, temperature: float, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Sample ids from logits (..., V) with a torch.Generator; temperature 0 is argmax."""
-    if temperature <= 1e-10:
-        return logits.argmax(dim=-1)
-    noise = gumbel_noise(logits.shape, generator, logits.device)
-    return (logits.float() / temperature + noise).argmax(dim=-1)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from phenaki_core import CheckpointError, MINILM_SPEC, SamplerConfig, TextEncoderSpec, load_bundle, save_bundle
+from phenaki_core import (CheckpointError, MINILM_SPEC, SamplerConfig, TextEncoderSpec, load_bundle, sample_ids,
+                          save_bundle)
 from phenaki_core.checkpoint import read_metadata
 
 from helpers import build_tiny, random_text
@@ -32,8 +33,8 @@ def test_round_trip_is_bit_exact(saved):
     assert bundle.text_encoder == TINY_TEXT
     assert bundle.extra == {"steps": 12}
     cfg = SamplerConfig(steps=3)
-    a = model.sample(random_text(1), num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(0))
-    b = bundle.model.sample(random_text(1), num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(0))
+    a = sample_ids(model, random_text(1), num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(0))
+    b = sample_ids(bundle.model, random_text(1), num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
 
 

@@ -9,7 +9,7 @@ import torch
 
 import phenaki_core.kernels as layers
 from helpers import build_tiny, random_text
-from phenaki_core import SamplerConfig
+from phenaki_core import SamplerConfig, sample_ids
 from phenaki_core.kernels import BiasedAttention, DepthwiseConv3d, RelativeBias, attention
 from phenaki_core.layers import PEG, Attention, ContinuousPositionBias, FeedForward
 
@@ -104,9 +104,9 @@ def test_compile_flag_on_cpu_samples_eagerly_with_identical_output(caplog):
     model = build_tiny()
     text = random_text(2)
     cfg = SamplerConfig(steps=3)
-    eager = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3))
+    eager = sample_ids(model, text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3))
     with caplog.at_level(logging.INFO, logger="phenaki_core.guided"):
-        flagged = model.sample(text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3),
+        flagged = sample_ids(model, text, num_frames=5, sampler=cfg, generator=torch.Generator().manual_seed(3),
                                compile=True)
     assert torch.equal(eager, flagged)
     assert any("eagerly" in r.message for r in caplog.records)
@@ -141,7 +141,7 @@ def test_sampling_with_flex_attention_gives_the_sdpa_tokens():
     pytest.importorskip("torch.nn.attention.flex_attention")
     model = build_tiny()
     text = random_text(2)
-    runs = [model.sample(text, num_frames=5, sampler=SamplerConfig(steps=3), attention=backend,
+    runs = [sample_ids(model, text, num_frames=5, sampler=SamplerConfig(steps=3), attention=backend,
                          generator=torch.Generator().manual_seed(2)) for backend in ("sdpa", "flex")]
     assert torch.equal(*runs)
 
@@ -153,7 +153,7 @@ def test_position_bias_is_contiguous_and_sampling_bias_is_built_once(monkeypatch
     original = type(model.maskgit.continuous_pos_bias).relative
     monkeypatch.setattr(type(model.maskgit.continuous_pos_bias), "relative",
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    model.sample(random_text(1), num_frames=5, sampler=SamplerConfig(steps=4),
+    sample_ids(model, random_text(1), num_frames=5, sampler=SamplerConfig(steps=4),
                  generator=torch.Generator().manual_seed(0))
     assert len(calls) == 1
 
@@ -161,7 +161,7 @@ def test_position_bias_is_contiguous_and_sampling_bias_is_built_once(monkeypatch
 def test_guided_sampling_is_still_seed_reproducible():
     model = build_tiny()
     text = random_text(2, pad_last=2)
-    runs = [model.sample(text, num_frames=5, sampler=SamplerConfig(steps=4, cond_scale=2.5),
+    runs = [sample_ids(model, text, num_frames=5, sampler=SamplerConfig(steps=4, cond_scale=2.5),
                          generator=torch.Generator().manual_seed(11)) for _ in range(2)]
     assert torch.equal(*runs)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from phenaki_core import PhenakiPipeline, SamplerConfig
+from phenaki_core import PhenakiPipeline, SamplerConfig, sample_ids
 from phenaki_core.cli import main
 from phenaki_core.pipeline import make_video
 
@@ -49,7 +49,8 @@ def same_weights(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> boo
 
 
 def sample(model, seed=0, **kwargs):
-    return model.sample(random_text(1), num_frames=9, sampler=SAMPLER, generator=torch.Generator().manual_seed(seed),
+    return sample_ids(model, random_text(1), num_frames=9, sampler=SAMPLER,
+                      generator=torch.Generator().manual_seed(seed),
                         **kwargs)
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from phenaki_core import InputError, SamplerConfig, make_video
+from phenaki_core import InputError, SamplerConfig, make_video, pipeline, sample_ids
 from phenaki_core.pipeline import fit_video
 
 from helpers import build_tiny, random_text
@@ -38,22 +38,21 @@ def test_prime_zero_does_not_condition_on_the_previous_scene():
     prompts = texts(2)
     story = make_video(model, prompts, 9, 0, sampler=FAST, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
-    model.sample(prompts[0], num_frames=9, sampler=FAST, generator=g)  # advance like scene 0 did
-    alone = model.cvivit.decode_from_ids(model.sample(prompts[1], num_frames=9, sampler=FAST, generator=g))
+    sample_ids(model, prompts[0], num_frames=9, sampler=FAST, generator=g)  # advance like scene 0 did
+    alone = model.cvivit.decode_from_ids(sample_ids(model, prompts[1], num_frames=9, sampler=FAST, generator=g))
     assert torch.equal(story.scenes[1], alone)
 
 
-def test_primed_scene_samples_after_the_reencoded_tail_of_the_previous_scene():
+def test_primed_scene_samples_after_the_reencoded_tail_of_the_previous_scene(monkeypatch):
     model = build_tiny()
     prompts = texts(2)
     calls = []
-    original = model.sample
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("prime_ids"))
-        return original(*args, **kwargs)
+        return sample_ids(*args, **kwargs)
 
-    model.sample = spy
+    monkeypatch.setattr(pipeline, "sample_ids", spy)
     story = make_video(model, prompts, 9, 5, sampler=FAST, generator=torch.Generator().manual_seed(0))
     assert calls[0] is None
     assert torch.equal(calls[1], model.cvivit.encode_to_ids(story.scenes[0][:, :, -5:]))

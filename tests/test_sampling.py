@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from phenaki_core import ConfigError, InputError, SamplerConfig, sample_tokens
-from phenaki_core.guided import GuidedModel
+from phenaki_core import ConfigError, InputError, SamplerConfig, sample_ids, sample_tokens
+from phenaki_core.guided import GuidedModel, sample_images
 from phenaki_core.sampling import num_masked
 
 from helpers import build_tiny, random_text
@@ -22,9 +22,9 @@ def gen(seed):
 def test_same_seed_gives_bit_identical_output(remask):
     model = build_tiny()
     cfg = SamplerConfig(steps=4, remask=remask)
-    a = model.sample(random_text(2), num_frames=9, sampler=cfg, generator=gen(7))
-    b = model.sample(random_text(2), num_frames=9, sampler=cfg, generator=gen(7))
-    c = model.sample(random_text(2), num_frames=9, sampler=cfg, generator=gen(8))
+    a = sample_ids(model, random_text(2), num_frames=9, sampler=cfg, generator=gen(7))
+    b = sample_ids(model, random_text(2), num_frames=9, sampler=cfg, generator=gen(7))
+    c = sample_ids(model, random_text(2), num_frames=9, sampler=cfg, generator=gen(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     video_a = model.cvivit.decode_from_ids(a)
@@ -34,21 +34,22 @@ def test_same_seed_gives_bit_identical_output(remask):
 def test_sampling_never_touches_the_global_rng():
     model = build_tiny()
     state = torch.get_rng_state()
-    model.sample(random_text(1), num_frames=5, sampler=FAST, generator=gen(0))
+    sample_ids(model, random_text(1), num_frames=5, sampler=FAST, generator=gen(0))
     assert torch.equal(state, torch.get_rng_state())
 
 
 def test_prime_tokens_stay_fixed():
     model = build_tiny()
     prime = torch.randint(0, 64, (2, 3, 2, 2), generator=gen(0))
-    out = model.sample(random_text(2), num_frames=4, prime_ids=prime, sampler=SamplerConfig(steps=5), generator=gen(1))
+    out = sample_ids(model, random_text(2), num_frames=4, prime_ids=prime, sampler=SamplerConfig(steps=5),
+                     generator=gen(1))
     assert out.shape == (2, 5, 2, 2)
     assert torch.equal(out[:, :3], prime)
 
 
 def test_every_token_is_filled_and_in_range():
     model = build_tiny()
-    out = model.sample(random_text(3), num_frames=9, sampler=FAST, generator=gen(0))
+    out = sample_ids(model, random_text(3), num_frames=9, sampler=FAST, generator=gen(0))
     assert out.shape == (3, 5, 2, 2)
     assert out.min() >= 0 and out.max() < 64
 
@@ -92,7 +93,7 @@ def test_negative_prompt_replaces_the_unconditional_branch():
 def test_callback_runs_once_per_step_and_can_cancel():
     model = build_tiny()
     steps = []
-    model.sample(random_text(1), num_frames=5, sampler=SamplerConfig(steps=6), generator=gen(0),
+    sample_ids(model, random_text(1), num_frames=5, sampler=SamplerConfig(steps=6), generator=gen(0),
                  callback=lambda s: steps.append((s.step, s.steps, int(s.mask.sum()))))
     assert [s[0] for s in steps] == list(range(6))
     masked = [s[2] for s in steps]
@@ -106,13 +107,14 @@ def test_callback_runs_once_per_step_and_can_cancel():
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        model.sample(random_text(1), num_frames=5, sampler=SamplerConfig(steps=6), generator=gen(0), callback=cancel)
+        sample_ids(model, random_text(1), num_frames=5, sampler=SamplerConfig(steps=6), generator=gen(0),
+                   callback=cancel)
     assert not model.training
 
 
 def test_sample_images_returns_single_frames():
     model = build_tiny()
-    images = model.sample_images(random_text(2), sampler=FAST, generator=gen(0))
+    images = sample_images(model, random_text(2), sampler=FAST, generator=gen(0))
     assert images.shape == (2, 3, 8, 8)
 
 
@@ -168,16 +170,17 @@ def test_sampler_config_validation(kwargs, match):
 def test_sample_bad_inputs():
     model = build_tiny()
     with pytest.raises(InputError, match=r"1 \+ k\*2"):
-        model.sample(random_text(1), num_frames=8, sampler=FAST)
+        sample_ids(model, random_text(1), num_frames=8, sampler=FAST)
     with pytest.raises(InputError, match="multiple of 2"):
-        model.sample(random_text(1), num_frames=3, prime_ids=torch.zeros(1, 1, 2, 2, dtype=torch.long), sampler=FAST)
+        sample_ids(model, random_text(1), num_frames=3, prime_ids=torch.zeros(1, 1, 2, 2, dtype=torch.long),
+                   sampler=FAST)
     with pytest.raises(InputError, match="at most 20"):
-        model.sample(random_text(1), num_frames=11, sampler=FAST)
+        sample_ids(model, random_text(1), num_frames=11, sampler=FAST)
     with pytest.raises(InputError, match="text-conditioned"):
-        model.sample(None, num_frames=5, sampler=FAST)
+        sample_ids(model, None, num_frames=5, sampler=FAST)
     with pytest.raises(ConfigError, match="critic"):
-        build_tiny(critic=model.config.critic.__class__(kind="none")).sample(
-            random_text(1), num_frames=5, sampler=SamplerConfig(steps=2, remask="critic"))
+        sample_ids(build_tiny(critic=model.config.critic.__class__(kind="none")),
+                   random_text(1), num_frames=5, sampler=SamplerConfig(steps=2, remask="critic"))
 
 
 def test_unconditional_model_samples_without_text():
@@ -185,12 +188,12 @@ def test_unconditional_model_samples_without_text():
     base = build_tiny().config
     model = build_tiny(maskgit=MaskGitConfig(**{**base.maskgit.__dict__, "unconditional": True}),
                        critic=CriticConfig(kind="token", dim=32, depth=1, heads=2, dim_head=16, has_cross_attn=False))
-    out = model.sample(None, num_frames=5, batch_size=2, sampler=FAST, generator=gen(0))
+    out = sample_ids(model, None, num_frames=5, batch_size=2, sampler=FAST, generator=gen(0))
     assert out.shape == (2, 3, 2, 2)
 
 
 def test_gumbel_noise_is_finite_with_the_right_mean():
-    from phenaki_core.sampling import gumbel_noise
+    from phenaki_core.phenaki import gumbel_noise
     noise = gumbel_noise(torch.Size([200_000]), gen(0), torch.device("cpu"))
     assert torch.isfinite(noise).all()
     assert abs(noise.mean().item() - 0.5772) < 0.01  # Euler-Mascheroni constant

@@ -48,6 +48,7 @@ from ..data import ShapesWorldConfig, ShapesWorldDataset, evaluation_prompts
 from ..data.shapes_world import MIN_IMAGE_SIZE
 from ..errors import CheckpointError, ConfigError, InputError
 from ..evaluation.reconstruction import psnr
+from ..guided import sample_ids
 from ..phenaki import Phenaki, TextCondition
 from ..sampling import SamplerConfig
 from ..text import MINILM_SPEC, TextEncoderSpec
@@ -443,8 +444,8 @@ class Trainer:
                 return path
             text = self.captions(prompts, self.device)
             frames = min(17, self.config.max_frames)
-            ids = model.sample(text, num_frames=frames, sampler=SamplerConfig(steps=12),
-                               generator=torch.Generator(device=self.device).manual_seed(0))
+            ids = sample_ids(model, text, num_frames=frames, sampler=SamplerConfig(steps=12),
+                             generator=torch.Generator(device=self.device).manual_seed(0))
             clips = list(model.cvivit.decode_from_ids(ids))
             columns = PREVIEW_CLIPS
         save_video(path, grid(clips, columns), fps=self.config.fps, scale=2)
