@@ -204,7 +204,7 @@ def sampler_config(steps: int, cond_scale: float, temperature: float, critic_noi
                    remask: Optional[str] = None) -> SamplerConfig:
     """The nodes' sampling widgets -> SamplerConfig; ``remask`` None (an older graph) takes the default."""
     extra = {} if remask is None else {"remask": remask}
-    return SamplerConfig(steps=steps, cond_scale=cond_scale, temperature=temperature, noise_k=critic_noise, **extra)
+    return SamplerConfig(steps=steps, cond_scale=cond_scale, temperature=temperature, critic_noise=critic_noise, **extra)
 
 
 # --- progress ------------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 Node IDs are stored in every saved workflow: never rename them. New inputs are optional and come
 after the old ones (saved graphs store widget values by position), new outputs come last.
 
+``critic_noise`` stays a required widget of Sample Scene and Chain Scenes, between temperature and
+seed, although only critic re-masking uses it (``remask`` = critic, or auto on a model with a
+critic): a saved graph lists its widget values by position, so moving critic_noise to the
+optional inputs would hand its value to seed, and every later value to the widget before it.
+Its tooltip says when it matters.
+
 ``VALIDATE_INPUTS`` runs when the graph is queued, before any node runs. ComfyUI passes it the
 widget values it names; an input fed by a link arrives as None (its value does not exist yet), an
 optional input that is not connected does not arrive at all (the default is used), and ComfyUI
@@ -38,8 +44,10 @@ SAMPLING = {
                                               "video (1 = no guidance)."),
     "temperature": _float(0.9, 0.0, 5.0, 0.05, "Token sampling temperature at the first step (annealed to 0): "
                                                "higher is more varied, 0 is greedy."),
-    "critic_noise": _float(1.0, 0.0, 10.0, 0.05, "Noise on the token critic's scores when choosing which tokens "
-                                                 "to resample (decays over the steps)."),
+    "critic_noise": _float(1.0, 0.0, 10.0, 0.05, "Noise on the token critic's scores when it chooses which "
+                                                 "tokens to resample (decays over the steps). Only matters with "
+                                                 "remask = critic, or auto on a model with a critic; the default "
+                                                 "remask (confidence) ignores it."),
     "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
                      "tooltip": "Same seed, same settings: the same frames."}),
 }

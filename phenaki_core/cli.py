@@ -668,7 +668,7 @@ def _add_eval_parser(sub) -> None:
                     help="measure only the canonical, shade and held-out prompts (skip the tokenizer, chains and "
                          "diversity; about 40%% of the time)")
     ev.add_argument("--text-probe", action="store_true",
-                    help="measure only the text encoder: how well linear probes fitted on the generator's "
+                    help="measure only the text encoder: how well linear probes fitted on Shapes World's "
                          "captions read the held-out wording (a ceiling for the held-out prompts; no video)")
     ev.add_argument("--t5-folder", help="the local folder of the T5 encoder a T5-conditioned checkpoint needs")
     ev.add_argument("--out", help="write the JSON report here")

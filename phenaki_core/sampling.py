@@ -9,7 +9,7 @@ Per step s of S (all N positions start masked):
     1. logits = logits_fn(ids, positions): only the k_s masked positions, k_s = round(N cos(pi/2 s/S))
     2. sample them with Gumbel noise at temperature ``T0 * (S-1-s)/S``; keep the chosen token's log-prob
     3. choose the k_{s+1} positions to re-mask:
-       - critic:     top critic_fn(ids) + noise_K * (U - 0.5) * schedule(s) over all positions
+       - critic:     top critic_fn(ids) + critic_noise * (U - 0.5) * schedule(s) over all positions
        - confidence: top -(log p(sampled) + choice_temperature * (1 - (s+1)/S) * Gumbel), among
                      the positions sampled this step (MaskGIT: fixed tokens stay fixed)
 
@@ -47,7 +47,7 @@ class SamplerConfig:
     remask: str = "confidence"
     choice_temperature: float = 4.5  # Gumbel noise on confidence scores (MaskGIT), annealed to 0
     critic_noise_schedule: str = "decay"
-    noise_k: float = 1.0  # critic score noise amplitude (Token-Critic, sec. 3.2)
+    critic_noise: float = 1.0  # amplitude of the noise on the critic's scores (Token-Critic, sec. 3.2)
 
     def __post_init__(self) -> None:
         def finite(name: str, value: float, low: float = 0.0) -> None:
@@ -60,7 +60,7 @@ class SamplerConfig:
         finite("cond_scale", self.cond_scale)
         finite("temperature", self.temperature)
         finite("choice_temperature", self.choice_temperature)
-        finite("noise_k", self.noise_k)
+        finite("critic_noise", self.critic_noise)
         if self.remask not in REMASK_MODES:
             raise ConfigError(f"remask must be one of {REMASK_MODES}, got {self.remask!r}")
         if self.critic_noise_schedule not in NOISE_SCHEDULES:
@@ -123,7 +123,7 @@ def plan_steps(num_tokens: int, config: "SamplerConfig") -> list[StepPlan]:
             next_masked=0 if s == steps - 1 else num_masked(num_tokens, s + 1, steps),
             temperature=config.temperature * (steps - 1 - s) / steps,
             choice_temperature=config.choice_temperature * (1 - (s + 1) / steps),
-            critic_noise=config.noise_k * critic_noise_multiplier(config.critic_noise_schedule, s, steps)))
+            critic_noise=config.critic_noise * critic_noise_multiplier(config.critic_noise_schedule, s, steps)))
     return plans
 
 

@@ -148,7 +148,7 @@ def test_critic_remasking_resamples_what_the_critic_flags(schedule):
     def critic_fn(ids):  # always flags position 0 as the worst
         return torch.tensor([[100.0, 0, 0, 0, 0, 0]])
 
-    cfg = SamplerConfig(steps=3, remask="critic", critic_noise_schedule=schedule, noise_k=0.5)
+    cfg = SamplerConfig(steps=3, remask="critic", critic_noise_schedule=schedule, critic_noise=0.5)
     sample_tokens(logits_fn, batch=1, num_tokens=6, mask_id=4, config=cfg, device="cpu", generator=gen(0),
                   critic_fn=critic_fn)
     assert all(call[0, 0] == 4 for call in calls), "position 0 must be re-masked at every step"

@@ -5,8 +5,8 @@
     canonical    prompt faithfulness: all 8 colours x 3 shapes x 7 motions, ``seeds`` seeds each
     shades       the same targets with the colour named by an everyday shade from the training
                  captions (crimson, navy, turquoise, ...) instead of its palette word
-    heldout      the same targets worded with shades, nouns, phrases and sentence forms the
-                 generator never produces
+    heldout      the same targets worded with shades, nouns, phrases and sentence forms Shapes
+                 World's captions never use
     chains       two-scene stories that change the motion of the same object: boundary jump
                  (fraction of the width) and whether scene 2 follows its own prompt
     diversity    spread of the first-frame centroid across seeds for the same prompt

@@ -3,8 +3,8 @@
 A video model can only follow an unseen word ("a cyan pyramid sinking") if the text encoder puts
 it where the training wording of the same class lies. This measures that directly: one linear
 probe per attribute (colour, shape, motion) on the prompt's mean-pooled, layer-normed embedding,
-fitted on captions the Shapes World generator makes, then scored on the held-out evaluation
-prompts, whose words the generator never produces. It needs no checkpoint and no video.
+fitted on Shapes World's training captions, then scored on the held-out evaluation prompts,
+whose words those captions never use. It needs no checkpoint and no video.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _predict(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
 
 
 def text_probe(encoder, *, captions: int = 6000, seed: int = 0, l2: float = 1e-3) -> dict[str, Any]:
-    """Fit the probes on ``captions`` generator captions; score them on the held-out prompts.
+    """Fit the probes on ``captions`` Shapes World training captions; score them on the held-out prompts.
 
     Returns the share of held-out prompts whose colour, shape, motion and all three the probes
     read right, what each held-out shape and motion was read as, and the training-caption

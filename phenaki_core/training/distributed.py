@@ -13,7 +13,7 @@ Data order and randomness do not depend on the number of processes
 A training step consumes one *global batch* of ``batch_size`` items, cut into
 ``world_size * grad_accum`` equal micro-batches ("slots"). Slot ``k = micro * world_size + rank``
 of step ``s`` reads the dataset *positions* ``s * batch_size + k * micro + i``, and its random
-draws (masks, CFG dropout, critic samples) come from a generator seeded by ``(seed, s, k)``.
+draws (masks, CFG dropout, critic samples) come from a ``torch.Generator`` seeded by ``(seed, s, k)``.
 So two processes with one micro-batch each compute what one process computes with
 ``grad_accum=2``: the same items, the same random draws, the same averaged gradient up to float
 rounding (the all-reduce may sum in another order than the local accumulation, so weights can
