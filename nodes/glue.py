@@ -25,6 +25,7 @@ from ..phenaki_core.guided import sample_ids
 from ..phenaki_core.pipeline import check_prime_length, check_seed, resolve_device, resolve_dtype
 from ..phenaki_core.sampling import REMASK_MODES
 from ..phenaki_core.text import clean_prompts
+from ..phenaki_core.validation import is_int, is_number
 from ..phenaki_core.video_io import contact_sheet, to_uint8_frames
 
 logger = logging.getLogger("phenaki_comfyui")
@@ -110,7 +111,7 @@ def check_frames(config: PhenakiConfig, frames: int, what: str = "frames") -> No
 
 def check_prime_frames(config: PhenakiConfig, prime_frames: int, frames: int, what: str = "frames") -> None:
     """``prime_frames`` of a scene of ``frames`` frames, when a prime is connected or carried."""
-    if isinstance(prime_frames, int) and not isinstance(prime_frames, bool) and 0 < frames <= prime_frames:
+    if is_int(prime_frames) and 0 < frames <= prime_frames:
         raise InputError(f"prime_frames ({prime_frames}) must be shorter than the scene ({what} is {frames}), "
                          f"or the scene has nothing new to generate")
     check_prime_length(prime_frames, frames, config.cvivit.temporal_patch_size, "prime_frames")
@@ -443,8 +444,7 @@ def encode_images(model: PhenakiModel, images: torch.Tensor, crop: str = "center
     check_images(images)
     if crop not in CROP_MODES:
         raise InputError(f"unknown crop {crop!r}; use one of {', '.join(CROP_MODES)}")
-    if not isinstance(source_fps, (int, float)) or isinstance(source_fps, bool) or not math.isfinite(source_fps) \
-            or source_fps < 0:
+    if not is_number(source_fps, 0):
         raise InputError(f"source_fps must be a frame rate >= 0 (0: the frames are already at the model's rate), "
                          f"got {source_fps!r}")
     config = model.config

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import ConfigError, InputError
+from .validation import is_int, is_number
 
 QUANTIZERS = ("lfq",)
 CRITIC_KINDS = ("none", "token", "self")
@@ -28,16 +28,12 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _positive_int(name: str, value: Any) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-             f"{name} must be a positive integer, got {value!r}")
+    _require(is_int(value, 1), f"{name} must be a positive integer, got {value!r}")
 
 
 def _non_negative_float(name: str, value: Any, upper: float | None = None) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    if ok and upper is not None:
-        ok = value <= upper
     bound = f" and at most {upper}" if upper is not None else ""
-    _require(ok, f"{name} must be a finite number >= 0{bound}, got {value!r}")
+    _require(is_number(value, 0, upper), f"{name} must be a finite number >= 0{bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ class CViViTConfig:
     pixel_mlp_mult: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.pixel_mlp_mult, int) or isinstance(self.pixel_mlp_mult, bool) or self.pixel_mlp_mult < 0:
+        if not is_int(self.pixel_mlp_mult, 0):
             raise ConfigError(f"pixel_mlp_mult must be an integer >= 0, got {self.pixel_mlp_mult!r}")
         for name in ("dim", "codebook_size", "image_size", "patch_size", "temporal_patch_size",
                      "spatial_depth", "temporal_depth", "heads", "dim_head", "channels"):

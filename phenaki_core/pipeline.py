@@ -27,6 +27,7 @@ from .guided import sample_ids
 from .phenaki import Phenaki, TextCondition
 from .sampling import SamplerConfig, SamplerStep
 from .text import HFTextEncoder, load_text_encoder
+from .validation import is_int
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def check_prime_length(prime: int, num_frames: int, pt: int, what: str = "prime length") -> None:
-    if not isinstance(prime, int) or isinstance(prime, bool) or prime < 0:
+    if not is_int(prime, 0):
         raise InputError(f"{what} must be a whole number of frames >= 0, got {prime!r}")
     if prime and (prime - 1) % pt:
         raise InputError(f"{what} must be 0 (no priming) or 1 + k*{pt} frames, got {prime}; try "
@@ -78,7 +79,7 @@ def check_prime_length(prime: int, num_frames: int, pt: int, what: str = "prime 
 
 
 def check_seed(seed: int) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64:
+    if not is_int(seed, 0) or seed >= 2**64:
         raise InputError(f"seed must be an integer in [0, 2**64), got {seed!r}")
 
 

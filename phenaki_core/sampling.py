@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import torch
 
 from .errors import ConfigError
+from .validation import is_int, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,10 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         def finite(name: str, value: float, low: float = 0.0) -> None:
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                    and value >= low):
+            if not is_number(value, low):
                 raise ConfigError(f"{name} must be a finite number >= {low}, got {value!r}")
 
-        if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 1):
+        if not is_int(self.steps, 1):
             raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
         finite("cond_scale", self.cond_scale)
         finite("temperature", self.temperature)

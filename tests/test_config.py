@@ -1,6 +1,6 @@
 import pytest
 
-from phenaki_core import ConfigError, InputError, CViViTConfig, MaskGitConfig, PhenakiConfig, PRESETS, preset
+from phenaki_core import ConfigError, InputError, CViViTConfig, MaskGitConfig, PhenakiConfig, PRESETS, SamplerConfig, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -58,3 +58,14 @@ def test_config_json_with_unknown_keys_is_rejected():
 def test_max_frames_follows_max_seq_len():
     assert preset("tiny").max_frames == 9
     assert preset("shapes64").max_frames == 17
+
+
+def test_every_config_shares_one_meaning_of_a_whole_number_and_a_number():
+    from phenaki_core.validation import is_int, is_number
+    assert is_int(3) and is_int(0, 0) and not is_int(0, 1) and not is_int(True) and not is_int(2.0)
+    assert is_number(0.5, 0, 1) and is_number(2) and not is_number(float("nan")) and not is_number(float("inf"))
+    assert not is_number(False) and not is_number(1.5, maximum=1) and not is_number(-1, 0) and not is_number("1")
+    for build in (lambda: SamplerConfig(steps=True), lambda: SamplerConfig(temperature=True),
+                  lambda: CViViTConfig(dim=True)):
+        with pytest.raises(ConfigError):
+            build()

@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..checkpoint import SafetensorError, atomic_write
 from ..errors import CheckpointError, ConfigError, InputError
 from ..text import TextEncoderSpec, file_sha256
+from ..validation import is_int
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +176,6 @@ def _require(condition: bool, root: Path, message: str) -> None:
                               f"tool, precompute it again")
 
 
-def _is_int(value: Any, minimum: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
 def read_index(root: str | os.PathLike) -> ShardIndex:
     """Parse and validate ``root/index.json`` (and check that every shard file is there, whole)."""
     root = Path(root).expanduser().resolve()
@@ -196,13 +193,13 @@ def read_index(root: str | os.PathLike) -> ShardIndex:
         raise CheckpointError(f"{path} has format version {data.get('format_version')!r}; this version of "
                               f"phenaki_core reads version {FORMAT_VERSION}. Precompute the shards again")
     shape = data.get("token_shape")
-    _require(isinstance(shape, list) and len(shape) == 3 and all(_is_int(v, 1) for v in shape), root,
+    _require(isinstance(shape, list) and len(shape) == 3 and all(is_int(v, 1) for v in shape), root,
              f"token_shape must be three positive ints, got {shape!r}")
     for key in ("num_items", "num_frames"):
-        _require(_is_int(data.get(key), 1), root, f"{key} must be a positive int, got {data.get(key)!r}")
+        _require(is_int(data.get(key), 1), root, f"{key} must be a positive int, got {data.get(key)!r}")
     tok = data.get("tokenizer")
     _require(isinstance(tok, dict) and isinstance(tok.get("config"), dict) and isinstance(tok.get("sha256"), str)
-             and _is_int(tok["config"].get("temporal_patch_size"), 1), root, "bad 'tokenizer' record")
+             and is_int(tok["config"].get("temporal_patch_size"), 1), root, "bad 'tokenizer' record")
     text = data.get("text_encoder")
     spec = None
     if text is not None:
@@ -210,13 +207,13 @@ def read_index(root: str | os.PathLike) -> ShardIndex:
             spec = TextEncoderSpec.from_dict(text)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: bad 'text_encoder' record: {exc}") from None
-        _require(_is_int(data.get("text_dim"), 1), root, "text_dim must be a positive int")
+        _require(is_int(data.get("text_dim"), 1), root, "text_dim must be a positive int")
     shards = data.get("shards")
     _require(isinstance(shards, list) and shards, root, "no shards listed")
     infos = []
     for entry in shards:
-        _require(isinstance(entry, dict) and isinstance(entry.get("file"), str) and _is_int(entry.get("count"), 1)
-                 and _is_int(entry.get("bytes")) and isinstance(entry.get("sha256"), str), root,
+        _require(isinstance(entry, dict) and isinstance(entry.get("file"), str) and is_int(entry.get("count"), 1)
+                 and is_int(entry.get("bytes"), 0) and isinstance(entry.get("sha256"), str), root,
                  f"bad shard entry {entry!r}")
         name = entry["file"]
         _require(name == Path(name).name and name.endswith(".safetensors"), root, f"bad shard file name {name!r}")
@@ -419,9 +416,9 @@ def precompute_shards(dataset: Dataset, model: Any, text_encoder: Any, out_dir: 
     """
     for name, value, minimum in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1),
                                  ("num_workers", num_workers, 0), ("caption_cache", caption_cache, 1)):
-        if not _is_int(value, minimum):
+        if not is_int(value, minimum):
             raise ConfigError(f"precompute_shards {name} must be an int >= {minimum}, got {value!r}")
-    if max_items is not None and not _is_int(max_items, 1):
+    if max_items is not None and not is_int(max_items, 1):
         raise ConfigError(f"precompute_shards max_items must be a positive int or None, got {max_items!r}")
     cvivit = _tokenizer_of(model)
     spec = _text_spec_for(model, text_encoder, text_spec)

@@ -81,6 +81,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, InputError
+from ..validation import is_int, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class VideoFolderConfig:
     def __post_init__(self) -> None:
         for name in ("image_size", "num_frames", "temporal_patch"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value, 1):
                 raise ConfigError(f"VideoFolderConfig.{name} must be a positive integer, got {value!r}")
         pt = self.temporal_patch
         if (self.num_frames - 1) % pt:
@@ -143,8 +144,7 @@ class VideoFolderConfig:
             value = getattr(self, name)
             if value is None and optional:
                 continue
-            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-                    or value <= 0):
+            if not is_number(value) or value <= 0:
                 allowed = "a positive number or None" if optional else "a positive number"
                 raise ConfigError(f"VideoFolderConfig.{name} must be {allowed}, got {value!r}")
         for name, choices in (("offset", ("random", "start", "center")), ("crop", ("center", "random")),
@@ -625,7 +625,7 @@ class VideoFolderDataset(Dataset):
                  seed: int = 0, epoch: int = 0, probe_threads: int = 1) -> None:
         self.config = config or VideoFolderConfig()
         for name, value in (("seed", seed), ("epoch", epoch), ("probe_threads", probe_threads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == "probe_threads" else 0):
+            if not is_int(value, 1 if name == "probe_threads" else 0):
                 raise ConfigError(f"VideoFolderDataset {name} must be a "
                                   f"{'positive' if name == 'probe_threads' else 'non-negative'} int, got {value!r}")
         self.root = Path(root).expanduser().resolve()
@@ -707,7 +707,7 @@ class VideoFolderDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select a different (but reproducible) draw of offsets and crops."""
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        if not is_int(epoch, 0):
             raise ConfigError(f"epoch must be a non-negative int, got {epoch!r}")
         self.epoch = epoch
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import ConfigError
+from ..validation import is_int, is_number
 
 STAGES = ("tokenizer", "transformer")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -99,10 +100,10 @@ def _check(f: dataclasses.Field, value: Any, stage: str) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be True or False, got {value!r}")
     elif isinstance(f.default, int):
-        if not isinstance(value, int) or isinstance(value, bool) or value < meta["low"]:
+        if not is_int(value, meta["low"]):
             raise ConfigError(f"{name} must be an integer >= {meta['low']}, got {value!r}")
     elif isinstance(f.default, float):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if not is_number(value):
             raise ConfigError(f"{name} must be a finite number, got {value!r}")
         for bound, ok, words in (("low", lambda b: value >= b, ">="), ("high", lambda b: value <= b, "<="),
                                  ("above", lambda b: value > b, ">")):

@@ -52,6 +52,7 @@ from ..guided import sample_ids
 from ..phenaki import Phenaki, TextCondition
 from ..sampling import SamplerConfig
 from ..text import MINILM_SPEC, TextEncoderSpec
+from ..validation import is_int
 from ..video_io import grid, save_video
 from .config import TrainConfig, lr_factor
 from .distributed import (DistContext, EpochOrder, StepSampler, barrier, current_context, mean_across,
@@ -565,7 +566,7 @@ class Trainer:
         The run holds ``run_dir``'s lock throughout; another live run there is refused. A run that
         is already at its end returns at once with ``TrainResult.finished_before``."""
         cfg = self.train_config
-        if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at < 1):
+        if stop_at is not None and not is_int(stop_at, 1):
             raise ConfigError(f"stop_at must be a positive step number, got {stop_at!r}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(self.run_dir) if self.dist.is_main else None
