@@ -30,6 +30,17 @@ from .layers import LAYOUT_SPACE, LAYOUT_TIME, ContinuousPositionBias, Transform
 from .quantizer import LFQ
 
 
+def token_frame_mask(frame_mask: torch.Tensor, temporal_patch: int) -> torch.Tensor:
+    """Frame mask (..., f) -> token-frame mask (..., t): a token frame is real when any of its
+    frames is (token frame 0 is frame 0; token frame k >= 1 covers frames 1+(k-1)pt .. k*pt)."""
+    first = frame_mask[..., :1]                                              # (..., 1)
+    rest = frame_mask[..., 1:]                                               # (..., f-1)
+    if rest.shape[-1] == 0:
+        return first.clone()
+    rest = rest.reshape(*rest.shape[:-1], -1, temporal_patch).any(dim=-1)   # (..., t-1)
+    return torch.cat((first, rest), dim=-1)
+
+
 @dataclass
 class TokenizerOutput:
     """What a training step of the tokenizer needs."""
@@ -221,7 +232,4 @@ class CViViT(nn.Module):
 
     def token_frame_mask(self, frame_mask: torch.Tensor) -> torch.Tensor:
         """(b f) real frames -> (b t) token frames holding at least one real frame."""
-        pt = self.config.temporal_patch_size
-        b = frame_mask.shape[0]
-        rest = frame_mask[:, 1:].reshape(b, -1, pt).any(-1)  # b t-1
-        return torch.cat((frame_mask[:, :1], rest), dim=1)
+        return token_frame_mask(frame_mask, self.config.temporal_patch_size)

@@ -10,7 +10,7 @@ import torch
 
 from phenaki_core.data.captions import COLOURS, PALETTE, SHAPES, EvalPrompt, evaluation_prompts
 from phenaki_core.data.shapes_world import ShapesWorldConfig, render_clip, render_video
-from phenaki_core.evaluation import (ClipReading, chain_continuity, frame_stats, read_clip,
+from phenaki_core.evaluation import (ClipReading, chain_continuity, confusion_table, frame_stats, read_clip,
                                      read_clips, score_readings)
 
 F, S = 17, 64
@@ -172,6 +172,14 @@ def test_score_readings_fractions() -> None:
                       "blank": 0.25, "n": 4.0}
     with pytest.raises(ValueError, match="targets"):
         score_readings(readings, targets[:2])
+
+
+def test_confusion_table_counts_what_each_request_was_read_as() -> None:
+    table = confusion_table(["circle", "square", "circle", "circle"], ["circle", "circle", "blank", "circle"])
+    assert table == {"circle": {"circle": 2, "blank": 1}, "square": {"circle": 1}}
+    assert list(table) == ["circle", "square"] and list(table["circle"]) == ["circle", "blank"]
+    with pytest.raises(ValueError):
+        confusion_table(["circle"], [])
 
 
 def test_generated_clips_score_perfectly_against_eval_prompts() -> None:

@@ -46,6 +46,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..checkpoint import SafetensorError, atomic_write
+from ..cvivit import token_frame_mask
 from ..errors import CheckpointError, ConfigError, InputError
 from ..text import TextEncoderSpec, file_sha256
 from ..validation import is_int
@@ -85,17 +86,6 @@ def tokenizer_fingerprint(model: Any) -> dict[str, Any]:
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return {"config": asdict(cvivit.config), "sha256": digest.hexdigest()}
-
-
-def token_frame_mask(frame_mask: torch.Tensor, temporal_patch: int) -> torch.Tensor:
-    """Frame mask (..., f) -> token-frame mask (..., t): a token frame is real when any of its
-    frames is (token frame 0 is frame 0; token frame k >= 1 covers frames 1+(k-1)pt .. k*pt)."""
-    first = frame_mask[..., :1]                                              # (..., 1)
-    rest = frame_mask[..., 1:]                                               # (..., f-1)
-    if rest.shape[-1] == 0:
-        return first.clone()
-    rest = rest.reshape(*rest.shape[:-1], -1, temporal_patch).any(dim=-1)   # (..., t-1)
-    return torch.cat((first, rest), dim=-1)
 
 
 # --------------------------------------------------------------------------------------------

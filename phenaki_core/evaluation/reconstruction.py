@@ -16,6 +16,11 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error on [0, 1] pixels (capped at 100 dB for a perfect match)."""
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
 def psnr(video: torch.Tensor, recon: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> float:
     """PSNR in dB of ``recon`` against ``video`` (both (b, c, f, h, w) in [0, 1], clamped), over
     the frames where ``frame_mask`` (b, f) is True (all frames when it is None)."""
@@ -25,7 +30,7 @@ def psnr(video: torch.Tensor, recon: torch.Tensor, frame_mask: Optional[torch.Te
     else:
         weights = frame_mask.to(error.device, torch.float32)[:, None, :, None, None].expand_as(error)
         mse = (error * weights).sum().item() / max(weights.sum().item(), 1.0)
-    return 10 * math.log10(1.0 / max(mse, 1e-10))
+    return psnr_from_mse(mse)
 
 
 @torch.no_grad()
@@ -62,7 +67,7 @@ def folder_reconstruction(tokenizer: Any, dataset: Any, *, batch_size: int = 8, 
     return {
         "clips": len(per_clip),
         "real_frames": int(total_weight),
-        "psnr_db": round(10 * math.log10(1.0 / max(mse, 1e-10)), 3),
+        "psnr_db": round(psnr_from_mse(mse), 3),
         "psnr_db_per_clip": {"min": round(scores[0], 3), "median": round(scores[len(scores) // 2], 3),
                              "max": round(scores[-1], 3)},
         "worst": [{"path": path, "psnr_db": round(score, 3)} for score, path in sorted(per_clip)[:worst]],

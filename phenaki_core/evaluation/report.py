@@ -29,7 +29,7 @@ from ..guided import sample_ids
 from ..pipeline import PhenakiPipeline, make_video
 from ..sampling import SamplerConfig
 from .reconstruction import psnr
-from .shapes_judge import chain_continuity, frame_stats, read_clips, score_readings
+from .shapes_judge import chain_continuity, confusion_table, frame_stats, read_clips, score_readings
 
 logger = logging.getLogger(__name__)
 
@@ -95,19 +95,10 @@ def _faithfulness(pipe, targets, seeds, sampler) -> dict[str, Any]:
         picked = [(r, t) for r, t in zip(readings, truth) if t[2] == motion]
         per_motion[motion] = sum(r.motion == motion for r, _ in picked) / max(1, len(picked))
     scores["motion_by_kind"] = per_motion
-    scores["shape_read_as"] = _confusion(readings, [t[1] for t in truth], "shape")
-    scores["motion_read_as"] = _confusion(readings, [t[2] for t in truth], "motion")
+    for index, attribute in ((1, "shape"), (2, "motion")):  # a blank clip reads as "blank"
+        scores[f"{attribute}_read_as"] = confusion_table(
+            [t[index] for t in truth], ["blank" if r.blank else getattr(r, attribute) for r in readings])
     return scores
-
-
-def _confusion(readings, wanted: list[str], attribute: str) -> dict[str, dict[str, int]]:
-    """{asked for: {read as: clips}}; a blank clip reads as "blank"."""
-    table: dict[str, dict[str, int]] = {}
-    for reading, asked in zip(readings, wanted):
-        read = "blank" if reading.blank else getattr(reading, attribute)
-        row = table.setdefault(asked, {})
-        row[read] = row.get(read, 0) + 1
-    return table
 
 
 def _chains(pipe, seeds, sampler, quick: bool) -> dict[str, Any]:

@@ -258,6 +258,16 @@ def score_readings(readings: Sequence[ClipReading], targets: Sequence[Any]) -> d
             "blank": float(np.mean([r.blank for r in readings])), "n": float(len(readings))}
 
 
+def confusion_table(wanted: Sequence[str], read: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``{asked for: {read as: count}}``, in the order the pairs come (what ``phenaki eval`` and the
+    text probe report as ``shape_read_as`` and ``motion_read_as``)."""
+    table: dict[str, dict[str, int]] = {}
+    for asked, seen in zip(wanted, read, strict=True):
+        row = table.setdefault(asked, {})
+        row[seen] = row.get(seen, 0) + 1
+    return table
+
+
 def chain_continuity(scene_a: Any, scene_b: Any, *, first_new_frame: int = 0) -> float:
     """Centroid jump from the last frame of ``scene_a`` to frame ``first_new_frame`` of
     ``scene_b``, as a fraction of the width. NaN when either frame has no object pixels.

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..data import COLOURS, MOTIONS, SHAPES
 from ..data.captions import evaluation_prompts, training_caption
+from .shapes_judge import confusion_table
 
 ATTRIBUTES = (("colour", COLOURS), ("shape", SHAPES), ("motion", MOTIONS))
 
@@ -84,10 +85,6 @@ def text_probe(encoder, *, captions: int = 6000, seed: int = 0, l2: float = 1e-3
         correct &= hits
         report[name] = float(hits.mean())
         if name != "colour":
-            confusion: dict[str, dict[str, int]] = {}
-            for w, r in zip(wanted, read):
-                confusion.setdefault(w, {}).setdefault(r, 0)
-                confusion[w][r] += 1
-            report[f"{name}_read_as"] = confusion
+            report[f"{name}_read_as"] = confusion_table(wanted, read)
     report["all_three"] = float(correct.mean())
     return report
