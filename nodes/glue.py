@@ -21,6 +21,7 @@ from . import comfy_adapter as adapter
 from .sockets import ManagedModules, PhenakiCond, PhenakiModel, PhenakiTokens
 from ..phenaki_core import (CheckpointError, InputError, PhenakiConfig, PhenakiError, PhenakiPipeline, SamplerConfig,
                             SamplerStep, Story, TextCondition, default_checkpoint, fit_video, read_metadata)
+from ..phenaki_core.checkpoint import DTYPES
 from ..phenaki_core.guided import sample_ids
 from ..phenaki_core.pipeline import check_prime_length, check_seed, resolve_device, resolve_dtype
 from ..phenaki_core.sampling import REMASK_MODES

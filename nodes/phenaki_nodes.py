@@ -83,7 +83,7 @@ class PhenakiLoader:
                 "ckpt_name": (glue.checkpoint_choices(), {"tooltip": "A .safetensors bundle from models/phenaki, or "
                                                                      "the bundled 64x64 Shapes World model."}),
                 "device": (["auto", "cpu", "cuda"], {"tooltip": "auto: ComfyUI's device (the GPU if there is one)."}),
-                "dtype": (["auto", "fp32", "bf16", "fp16"], {"tooltip": "auto: bf16 on GPUs that support it, "
+                "dtype": (["auto", *glue.DTYPES], {"tooltip": "auto: bf16 on GPUs that support it, "
                                                                         "else fp32."}),
             },
             "optional": {

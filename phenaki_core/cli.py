@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .checkpoint import DTYPES
 from .errors import InputError, PhenakiError
+from .sampling import REMASK_MODES, SamplerConfig
 
-# sampling.REMASK_MODES and SamplerConfig().remask, spelled out to keep torch out of --help
-REMASK_CHOICES = ("auto", "confidence", "critic")
-DEFAULT_REMASK = "confidence"
+DEFAULT_REMASK = SamplerConfig().remask
 REMASK_HELP = ("which tokens to resample each step: confidence (the model's least sure; default), critic (the "
                "token critic's choice) or auto (the critic when the model has one)")
 
@@ -72,11 +72,11 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=_positive_int, default=18, help="sampling steps per scene (default 18)")
     parser.add_argument("--cond-scale", type=_finite_float, default=3.0, help="classifier-free guidance scale")
     parser.add_argument("--temperature", type=_finite_float, default=0.9, help="starting token temperature")
-    parser.add_argument("--remask", choices=REMASK_CHOICES, default=DEFAULT_REMASK, help=REMASK_HELP)
+    parser.add_argument("--remask", choices=REMASK_MODES, default=DEFAULT_REMASK, help=REMASK_HELP)
     parser.add_argument("--negative", default=None, help="negative prompt for guidance")
     parser.add_argument("--checkpoint", default=None, help="model bundle (.safetensors); default: the bundled model")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", *DTYPES))
     parser.add_argument("--t5-folder", default=None,
                         help="only for checkpoints trained with T5: the local folder that holds it")
 
@@ -478,7 +478,7 @@ def cmd_precompute(args) -> int:
 
 # --- export -----------------------------------------------------------------------------------------
 def cmd_export(args) -> int:
-    from .checkpoint import DTYPES, load_bundle, save_bundle
+    from .checkpoint import load_bundle, save_bundle
     bundle = load_bundle(args.source)
     dtype = DTYPES[args.dtype]
     extra = dict(bundle.extra)
@@ -650,9 +650,9 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--seeds", type=_positive_int, default=2)
     ev.add_argument("--steps", type=_positive_int, default=18)
     ev.add_argument("--cond-scale", type=_finite_float, default=3.0)
-    ev.add_argument("--remask", choices=REMASK_CHOICES, default=DEFAULT_REMASK, help=REMASK_HELP)
+    ev.add_argument("--remask", choices=REMASK_MODES, default=DEFAULT_REMASK, help=REMASK_HELP)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    ev.add_argument("--dtype", default="auto", choices=("auto", *DTYPES))
     ev.add_argument("--quick", action="store_true", help="a few prompts only (smoke test)")
     ev.add_argument("--tokenizer-only", action="store_true",
                     help="measure only the tokenizer: PSNR and how its reconstructions read (stage-1 runs); "
@@ -679,7 +679,7 @@ def _add_export_parser(sub) -> None:
     ex = sub.add_parser("export", help="re-save a bundle (e.g. EMA weights in fp16 for shipping)")
     ex.add_argument("source")
     ex.add_argument("target")
-    ex.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp16")
+    ex.add_argument("--dtype", choices=tuple(DTYPES), default="fp16")
     ex.add_argument("--note", help="a note stored in the bundle's metadata")
     ex.set_defaults(func=cmd_export)
 

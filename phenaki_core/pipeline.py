@@ -21,7 +21,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import Bundle, load_bundle
+from .checkpoint import DTYPES, Bundle, load_bundle
 from .errors import CheckpointError, InputError
 from .guided import sample_ids
 from .phenaki import Phenaki, TextCondition
@@ -57,14 +57,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    from .checkpoint import DTYPES as table
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if dtype not in table:
-        raise InputError(f"unknown dtype {dtype!r}; use 'auto', 'fp32', 'bf16' or 'fp16'")
-    return table[dtype]
+    if dtype not in DTYPES:
+        names = [repr(name) for name in ("auto", *DTYPES)]
+        raise InputError(f"unknown dtype {dtype!r}; use {', '.join(names[:-1])} or {names[-1]}")
+    return DTYPES[dtype]
 
 
 def check_prime_length(prime: int, num_frames: int, pt: int, what: str = "prime length") -> None:

@@ -199,12 +199,6 @@ def test_gumbel_noise_is_finite_with_the_right_mean():
     assert abs(noise.mean().item() - 0.5772) < 0.01  # Euler-Mascheroni constant
 
 
-def test_the_cli_offers_exactly_the_sampler_remask_modes_and_default():
-    from phenaki_core.cli import DEFAULT_REMASK, REMASK_CHOICES
-    from phenaki_core.sampling import REMASK_MODES
-    assert REMASK_CHOICES == REMASK_MODES
-    assert DEFAULT_REMASK == SamplerConfig().remask
-
 
 def test_counter_noise_is_uniform_and_keyed_by_seed_step_stream_and_position():
     from phenaki_core.sampling import gumbel_from_keys, position_keys, uniform_noise
