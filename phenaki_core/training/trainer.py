@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
@@ -51,7 +50,7 @@ from ..evaluation.reconstruction import psnr
 from ..guided import sample_ids
 from ..phenaki import Phenaki, TextCondition
 from ..sampling import SamplerConfig
-from ..text import MINILM_SPEC, TextEncoderSpec
+from ..text import MINILM_SPEC, CaptionEncoder, TextEncoderSpec
 from ..validation import is_int
 from ..video_io import grid, save_video
 from .config import TrainConfig, lr_factor
@@ -76,26 +75,6 @@ class TrainResult:
     last_loss: float
     stopped: Optional[str] = None  # before the end: "signal", "time" or "stop_at"
     finished_before: bool = False  # the run was already at its end; nothing was trained
-
-
-class CaptionCache:
-    """Encodes each distinct caption once, one at a time (so its embedding never depends on
-    which other captions share its batch), and pads batches from the cache."""
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-        self.cache: dict[str, torch.Tensor] = {}
-
-    def __call__(self, captions: list[str], device: torch.device) -> TextCondition:
-        for caption in captions:
-            if caption not in self.cache:
-                cond = self.encoder.encode([caption], device="cpu")
-                self.cache[caption] = cond.embeds[0, cond.mask[0]]
-        rows = [self.cache[c] for c in captions]
-        length = max(r.shape[0] for r in rows)
-        embeds = torch.stack([F.pad(r, (0, 0, 0, length - r.shape[0])) for r in rows])
-        mask = torch.stack([torch.arange(length) < r.shape[0] for r in rows])
-        return TextCondition(embeds.to(device), mask.to(device))
 
 
 def _decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
@@ -228,7 +207,7 @@ class Trainer:
         self.trained = self._trained_module()
         self._build_data(dataset, collate_fn)
         self.preview_prompts = preview_prompts
-        self.captions = CaptionCache(text_encoder) if text_encoder is not None else None
+        self.captions = CaptionEncoder(text_encoder) if text_encoder is not None else None
 
     # --- setup ------------------------------------------------------------------------------------
     def _restore_configs(self, state: Optional[TrainState], model_config: PhenakiConfig,
