@@ -208,14 +208,6 @@ def cmd_generate(args) -> int:
 
 # --- train ------------------------------------------------------------------------------------------
 DEFAULT_PRESET = "shapes64"
-# What each preset is for (`phenaki train --list-presets`); presets not named here show their docstring.
-PRESET_USES = {
-    "tiny": "unit tests: 8x8 frames, 24-d text (not MiniLM), so stage 2 cannot train it",
-    "tiny-shapes": "smoke tests and the worked example in docs/training.md: trains in seconds on a CPU",
-    "shapes64": "the bundled model; a practical size for your own clips on a CPU (default)",
-    "S": "a GPU size: 4x the tokens of shapes64 per clip",
-    "L": "the paper's tokenizer geometry; GPU only, 768-d text (T5-base width, not MiniLM)",
-}
 
 
 def preset_table() -> str:
@@ -225,18 +217,17 @@ def preset_table() -> str:
     from .config import PRESETS
     from .phenaki import Phenaki
     rows = [("preset", "frames", "tokens/frame", "tokens/clip", "tokenizer", "transformer", "text", "for")]
-    for name, build in PRESETS.items():
-        config = build()
+    for name, size in PRESETS.items():
+        config = size()
         with torch.device("meta"):  # counts parameters without allocating them
             model = Phenaki(config)
         cv = config.cvivit
         tokenizer = sum(p.numel() for p in model.cvivit.parameters())
         rest = sum(p.numel() for p in model.parameters()) - tokenizer
         grid = cv.image_size // cv.patch_size
-        use = PRESET_USES.get(name) or (build.__doc__ or "").strip().splitlines()[0]
         rows.append((name, f"{config.max_frames} x {cv.image_size}x{cv.image_size}", f"{grid}x{grid}",
                      str(cv.num_tokens(config.max_frames)), f"{tokenizer / 1e6:.2f}M", f"{rest / 1e6:.2f}M",
-                     f"{config.maskgit.text_dim}-d", use))
+                     f"{config.maskgit.text_dim}-d", size.use))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
 

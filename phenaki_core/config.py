@@ -250,70 +250,71 @@ def _section_from_dict(section_cls: type, data: Any, name: str) -> Any:
     return section_cls(**data)
 
 
-def _assemble(cvivit: CViViTConfig, frames: int, maskgit: dict, critic: dict) -> PhenakiConfig:
-    """A preset: MaskGit's vocabulary is the codebook, its sequence the tokens of ``frames`` frames."""
-    return PhenakiConfig(
-        cvivit=cvivit,
-        maskgit=MaskGitConfig(num_tokens=cvivit.codebook_size, max_seq_len=cvivit.num_tokens(frames), **maskgit),
-        critic=CriticConfig(kind="token", **critic))
+@dataclass(frozen=True)
+class Preset:
+    """A named model size: what it is for and its geometry; calling it builds the config.
 
-
-def _preset_tiny() -> PhenakiConfig:
-    """Minutes-free config for tests: dim 32, one layer, 8x8 frames."""
-    return _assemble(CViViTConfig(dim=32, codebook_size=64, image_size=8, patch_size=4, temporal_patch_size=2,
-                                  spatial_depth=1, temporal_depth=1, heads=2, dim_head=16), 9,
-                     dict(dim=32, depth=1, heads=2, dim_head=16, text_dim=24),
-                     dict(dim=32, depth=1, heads=2, dim_head=16))
-
-
-def _preset_tiny_shapes() -> PhenakiConfig:
-    """A seconds-to-train Shapes World config for pipeline tests: 16x16 frames, MiniLM text."""
-    return _assemble(CViViTConfig(dim=32, codebook_size=64, image_size=16, patch_size=8, temporal_patch_size=2,
-                                  spatial_depth=1, temporal_depth=1, heads=2, dim_head=16), 17,
-                     dict(dim=32, depth=1, heads=2, dim_head=16, text_dim=384),
-                     dict(dim=32, depth=1, heads=2, dim_head=16))
-
-
-def _preset_shapes64() -> PhenakiConfig:
-    """The bundled Shapes World model: 64x64, 17 frames, MiniLM text (384).
-
-    16x16 patches keep a clip at 9x4x4 = 144 tokens, so both stages train on a CPU in hours
-    (attention cost grows with the square of the token count).
+    Every size has tubelets of 2 frames, equal spatial and temporal depth in the tokenizer, a token
+    critic, MaskGit's vocabulary equal to the codebook and its sequence the tokens of ``frames``.
     """
-    return _assemble(CViViTConfig(dim=128, codebook_size=4096, image_size=64, patch_size=16, temporal_patch_size=2,
-                                  spatial_depth=2, temporal_depth=2, heads=4, dim_head=32, pixel_mlp_mult=4), 17,
-                     dict(dim=256, depth=4, heads=4, dim_head=64, text_dim=384),
-                     dict(dim=128, depth=2, heads=2, dim_head=64))
+
+    use: str  # one line, shown by ``phenaki train --list-presets``
+    tokenizer_dim: int
+    codebook_size: int
+    image_size: int
+    patch_size: int
+    tokenizer_depth: int
+    tokenizer_heads: int
+    tokenizer_dim_head: int
+    pixel_mlp_mult: int
+    frames: int
+    dim: int  # MaskGit
+    depth: int
+    heads: int
+    dim_head: int
+    text_dim: int
+    critic_dim: int
+    critic_depth: int
+    critic_heads: int
+    critic_dim_head: int
+
+    def __call__(self) -> PhenakiConfig:
+        cvivit = CViViTConfig(dim=self.tokenizer_dim, codebook_size=self.codebook_size, image_size=self.image_size,
+                              patch_size=self.patch_size, temporal_patch_size=2, spatial_depth=self.tokenizer_depth,
+                              temporal_depth=self.tokenizer_depth, heads=self.tokenizer_heads,
+                              dim_head=self.tokenizer_dim_head, pixel_mlp_mult=self.pixel_mlp_mult)
+        return PhenakiConfig(
+            cvivit=cvivit,
+            maskgit=MaskGitConfig(dim=self.dim, depth=self.depth, heads=self.heads, dim_head=self.dim_head,
+                                  num_tokens=cvivit.codebook_size, max_seq_len=cvivit.num_tokens(self.frames),
+                                  text_dim=self.text_dim),
+            critic=CriticConfig(kind="token", dim=self.critic_dim, depth=self.critic_depth, heads=self.critic_heads,
+                                dim_head=self.critic_dim_head))
 
 
-def _preset_s() -> PhenakiConfig:
-    """The peer comparison's config S (docs/peer.md): 64x64, 17 frames, 576 tokens."""
-    return _assemble(CViViTConfig(dim=256, codebook_size=1024, image_size=64, patch_size=8, temporal_patch_size=2,
-                                  spatial_depth=4, temporal_depth=4, heads=8, dim_head=32), 17,
-                     dict(dim=384, depth=6, heads=6, dim_head=64, text_dim=384),
-                     dict(dim=256, depth=2, heads=4, dim_head=64))
-
-
-def _preset_l() -> PhenakiConfig:
-    """The peer comparison's config L (docs/peer.md): the paper's tokenizer geometry, 128x128, 17 frames,
-    2304 tokens."""
-    return _assemble(CViViTConfig(dim=512, codebook_size=8192, image_size=128, patch_size=8, temporal_patch_size=2,
-                                  spatial_depth=4, temporal_depth=4, heads=8, dim_head=64), 17,
-                     dict(dim=512, depth=8, heads=8, dim_head=64, text_dim=768),
-                     dict(dim=512, depth=4, heads=8, dim_head=64))
-
-
-PRESETS = {
-    "tiny": _preset_tiny,
-    "tiny-shapes": _preset_tiny_shapes,
-    "shapes64": _preset_shapes64,
-    "S": _preset_s,
-    "L": _preset_l,
+PRESET_USES = {
+    "tiny": "unit tests: 8x8 frames, 24-d text (not MiniLM), so stage 2 cannot train it",
+    "tiny-shapes": "smoke tests and the worked example in docs/training.md: trains in seconds on a CPU",
+    "shapes64": "the bundled model; a practical size for your own clips on a CPU (default)",
+    "S": "a GPU size: 4x the tokens of shapes64 per clip",
+    "L": "the paper's tokenizer geometry; GPU only, 768-d text (T5-base width, not MiniLM)",
 }
+# shapes64's 16x16 patches keep a clip at 9x4x4 = 144 tokens, so both stages train on a CPU in hours
+# (attention cost grows with the square of the token count). S and L are the sizes of the comparison
+# with phenaki-pytorch (docs/peer.md).
+PRESETS: dict[str, Preset] = {name: Preset(PRESET_USES[name], *geometry) for name, geometry in {
+    #             tokenizer (C-ViViT)                     MaskGit                     critic
+    #             dim  codebook frame patch layers heads dh mlp  frames dim layers heads dh text  dim layers heads dh
+    "tiny":        (32,    64,    8,   4,  1,  2, 16, 0,  9,   32, 1, 2, 16,  24,   32, 1, 2, 16),
+    "tiny-shapes": (32,    64,   16,   8,  1,  2, 16, 0, 17,   32, 1, 2, 16, 384,   32, 1, 2, 16),
+    "shapes64":    (128, 4096,   64,  16,  2,  4, 32, 4, 17,  256, 4, 4, 64, 384,  128, 2, 2, 64),
+    "S":           (256, 1024,   64,   8,  4,  8, 32, 0, 17,  384, 6, 6, 64, 384,  256, 2, 4, 64),
+    "L":           (512, 8192,  128,   8,  4,  8, 64, 0, 17,  512, 8, 8, 64, 768,  512, 4, 8, 64),
+}.items()}
 
 
 def preset(name: str) -> PhenakiConfig:
-    """Return a named preset config (``tiny``, ``shapes64``, ``S``, ``L``)."""
+    """Return a named preset config (``tiny``, ``tiny-shapes``, ``shapes64``, ``S``, ``L``)."""
     try:
         return PRESETS[name]()
     except KeyError:

@@ -243,7 +243,7 @@ class Trainer:
                                   f"encoder given is {encoder_spec.describe()}; pass the matching encoder")
         if (self.train_config.stage == "transformer" and not self.config.maskgit.unconditional
                 and self.config.maskgit.text_dim != self.text_spec.dim):
-            fitting = [name for name, build in PRESETS.items() if build().maskgit.text_dim == self.text_spec.dim]
+            fitting = [name for name, size in PRESETS.items() if size().maskgit.text_dim == self.text_spec.dim]
             raise ConfigError(f"this model reads {self.config.maskgit.text_dim}-d text, but stage 2 trains with "
                               f"{self.text_spec.describe()}; presets made for it: {', '.join(fitting)}")
 
@@ -286,7 +286,7 @@ class Trainer:
         if dataset is None:
             frames = min(17, config.max_frames)
             if config.cvivit.image_size < MIN_IMAGE_SIZE:
-                fitting = [n for n, b in PRESETS.items() if b().cvivit.image_size >= MIN_IMAGE_SIZE]
+                fitting = [n for n, size in PRESETS.items() if size().cvivit.image_size >= MIN_IMAGE_SIZE]
                 raise ConfigError(f"Shapes World (the data when no dataset is given, --data) draws frames of at "
                                   f"least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}, and this model makes "
                                   f"{config.cvivit.image_size}x{config.cvivit.image_size}; give your clips (--data "
