@@ -95,21 +95,23 @@ def _has_triton() -> bool:
     return has_triton()
 
 
-_FLEX: dict[str, object] = {}
+# per device type: the flex_attention in use there, or None where it is missing or has failed (then
+# attention runs through scaled_dot_product_attention); filled on first use
+FLEX_ATTENTION: dict[str, object] = {}
 
 
 def _flex_attention_fn(device: torch.device):
     """flex_attention, compiled on CUDA (its fast kernels need compiling), eager elsewhere; None when
     absent or when it failed on this device before."""
     key = device.type
-    if key not in _FLEX:
+    if key not in FLEX_ATTENTION:
         try:
             from torch.nn.attention.flex_attention import flex_attention
         except ImportError:
-            _FLEX[key] = None
+            FLEX_ATTENTION[key] = None
         else:
-            _FLEX[key] = torch.compile(flex_attention) if device.type == "cuda" else flex_attention
-    return _FLEX[key]
+            FLEX_ATTENTION[key] = torch.compile(flex_attention) if device.type == "cuda" else flex_attention
+    return FLEX_ATTENTION[key]
 
 
 def _flex_attention(q, k, v, bias: RelativeBias, num_null: int, scale: float) -> Optional[torch.Tensor]:
@@ -129,7 +131,7 @@ def _flex_attention(q, k, v, bias: RelativeBias, num_null: int, scale: float) ->
     except Exception as exc:  # noqa: BLE001 - e.g. no working compiler: plain SDPA computes the same
         logger.warning("FlexAttention failed on %s (%s: %s); using scaled_dot_product_attention",
                        q.device.type, type(exc).__name__, exc)
-        _FLEX[q.device.type] = None
+        FLEX_ATTENTION[q.device.type] = None
         return None
 
 

@@ -1,4 +1,6 @@
-"""Test helpers: tiny models and inputs built from private RNGs, so tests never disturb each other."""
+"""Test helpers: tiny models and inputs built from private RNGs, so tests never disturb each other,
+and the node pack imported as ComfyUI imports it, with one call per node. Shared fixtures are in
+conftest.py."""
 
 from __future__ import annotations
 
@@ -44,7 +46,6 @@ def random_video(batch: int, frames: int, size: int = 8, seed: int = 0) -> torch
     return torch.rand(batch, 3, frames, size, size, generator=g)
 
 
-
 def load_pack():
     """Import the node pack like ComfyUI does: ``spec_from_file_location`` on the root ``__init__.py``."""
     if PACK not in sys.modules:
@@ -61,3 +62,41 @@ def save_tiny_bundle(path: Path, seed: int = 0) -> Path:
     base = build_tiny().config
     maskgit = dataclasses.replace(base.maskgit, text_dim=384, max_seq_len=base.cvivit.num_tokens(17))
     return save_bundle(path, build_tiny(seed, maskgit=maskgit), MINILM_SPEC)
+
+
+def pack_parts():
+    """(pack, NODE_CLASS_MAPPINGS, glue, comfy_adapter) of the pack, imported like ComfyUI does."""
+    pack = load_pack()
+    return (pack, pack.NODE_CLASS_MAPPINGS, sys.modules[f"{PACK}.nodes.glue"],
+            sys.modules[f"{PACK}.nodes.comfy_adapter"])
+
+
+# One call per node, with the nodes' own argument order (saved graphs pass widget values by position)
+# and small defaults: 2 steps, 9 frames a scene.
+STEPS = 2
+
+
+def sample_scene(model, cond, frames=9, steps=STEPS, cond_scale=3.0, temperature=0.9, critic_noise=1.0, seed=0,
+                 **optional):
+    (tokens,) = load_pack().NODE_CLASS_MAPPINGS["PhenakiSampleScene"]().sample(
+        model, cond, frames, steps, cond_scale, temperature, critic_noise, seed, **optional)
+    return tokens
+
+
+def chain_scenes(model, prompts, frames=9, prime_frames=5, steps=STEPS, cond_scale=3.0, temperature=0.9,
+                 critic_noise=1.0, seed=0, **optional):
+    """(images, fps, scene starts) of Phenaki Chain Scenes."""
+    return load_pack().NODE_CLASS_MAPPINGS["PhenakiChainScenes"]().chain(
+        model, prompts, frames, prime_frames, steps, cond_scale, temperature, critic_noise, seed, **optional)
+
+
+def encode_video(model, images, **optional):
+    """The tokens of Phenaki Encode Video; its report must be one line."""
+    tokens, report = load_pack().NODE_CLASS_MAPPINGS["PhenakiEncodeVideo"]().encode(model, images, **optional)
+    assert isinstance(report, str) and "\n" not in report and "1 frames" not in report
+    return tokens
+
+
+def decode(tokens, include_prime=True):
+    """(images, fps) of Phenaki Decode."""
+    return load_pack().NODE_CLASS_MAPPINGS["PhenakiDecode"]().decode(tokens, include_prime)

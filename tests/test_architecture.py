@@ -159,3 +159,19 @@ def test_the_pack_never_prints_and_nodes_is_never_shadowed():
     for path in [ROOT / "__init__.py", *sources(ROOT, "nodes")]:
         assert not re.search(r"^\s*print\(", path.read_text(), re.M), f"{path.name} prints"
     assert "nodes" not in sys.modules or not str(getattr(sys.modules["nodes"], "__file__", "")).startswith(str(ROOT))
+
+
+def test_tests_reach_other_modules_through_public_names_only():
+    """No test imports or touches a leading-underscore name of another module: what a test needs is
+    public, with a real name, or tested through the public API."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.Attribute):
+                names = [node.attr]
+            found += [f"{path.name}:{node.lineno}: {name}" for name in names
+                      if name.startswith("_") and not (name.startswith("__") and name.endswith("__"))]
+    assert found == []

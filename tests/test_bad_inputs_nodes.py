@@ -19,15 +19,11 @@ from safetensors.torch import load_file, save_file
 
 from phenaki_core import MINILM_SPEC, TextEncoderSpec
 
-from helpers import PACK, load_pack, save_tiny_bundle
+from helpers import PACK, chain_scenes, encode_video, pack_parts, sample_scene, save_tiny_bundle
 
-pack = load_pack()
-nodes = pack.NODE_CLASS_MAPPINGS
-adapter = sys.modules[f"{PACK}.nodes.comfy_adapter"]
-glue = sys.modules[f"{PACK}.nodes.glue"]
+pack, nodes, glue, adapter = pack_parts()
 PhenakiError = sys.modules[f"{PACK}.phenaki_core.errors"].PhenakiError
 
-STEPS = 2
 PREFIX = "bad_inputs_"  # file names of this module, distinct from other tests' in the shared model folder list
 
 
@@ -44,7 +40,8 @@ def rewrite(source, target, *, metadata=None, drop=(), change=None):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def bad_files(tmp_path_factory):
+    """Broken and foreign checkpoints, made from a good one, in a folder the loader lists."""
     folder = tmp_path_factory.mktemp("phenaki_models_bad")
     good = save_tiny_bundle(folder / f"{PREFIX}tiny.safetensors")
     raw = good.read_bytes()
@@ -67,42 +64,10 @@ def load(name, device="cpu", dtype="fp32", t5_folder=""):
 
 
 @pytest.fixture(scope="module")
-def model(model_dir):
-    return load(f"{PREFIX}tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def cond(model):
-    (encoded,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right", "")
-    return encoded
-
-
-def sample(model, cond, frames=9, steps=STEPS, cond_scale=3.0, temperature=0.9, critic_noise=1.0, seed=0, **kw):
-    (tokens,) = nodes["PhenakiSampleScene"]().sample(model, cond, frames, steps, cond_scale, temperature,
-                                                     critic_noise, seed, **kw)
-    return tokens
-
-
-def chain(model, prompts, frames=9, prime_frames=5, steps=STEPS, cond_scale=3.0, seed=0, **kw):
-    return nodes["PhenakiChainScenes"]().chain(model, prompts, frames, prime_frames, steps, cond_scale, 0.9, 1.0,
-                                               seed, **kw)
-
-
-def encode_video(model, images):
-    tokens, _report = nodes["PhenakiEncodeVideo"]().encode(model, images)
-    return tokens
-
-
-@pytest.fixture(scope="module")
 def reference(model, cond):
     """What a valid call gives, and the weights, before any bad input is tried."""
     weights = {k: v.clone() for k, v in model.pipeline.model.state_dict().items()}
-    return sample(model, cond, seed=7).ids, chain(model, "a red circle\na blue square", seed=7)[0], weights
-
-
-@pytest.fixture(scope="module")
-def prime9(model, cond, reference):
-    return sample(model, cond, frames=9, seed=1)
+    return sample_scene(model, cond, seed=7).ids, chain_scenes(model, "a red circle\na blue square", seed=7)[0], weights
 
 
 def refused(call, message):
@@ -119,14 +84,7 @@ def still_works(model, cond, reference):
     ids, story, weights = reference
     state = model.pipeline.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in weights.items()), "a bad input changed the weights"
-    assert torch.equal(sample(model, cond, seed=7).ids, ids), "a valid call no longer gives the reference result"
-
-
-@pytest.fixture
-def no_load(monkeypatch):
-    """Bringing the model to its device (ComfyUI: onto the GPU) for a bad input fails the test."""
-    monkeypatch.setattr(glue, "ready", lambda *m: pytest.fail("the model was loaded for a bad input"))
-    return monkeypatch
+    assert torch.equal(sample_scene(model, cond, seed=7).ids, ids), "a valid call no longer gives the reference result"
 
 
 # --- Load Phenaki -----------------------------------------------------------------------------------
@@ -141,17 +99,27 @@ LOADER_CASES = [
     (dict(name=f"{PREFIX}clip.safetensors"), "unknown text encoder 'clip-vit-l'"),
     (dict(name=f"{PREFIX}t5.safetensors"), "T5 encoder.*t5_folder"),
     (dict(name=f"{PREFIX}t5.safetensors", t5_folder="/no/such/t5"), "T5 folder /no/such/t5 does not exist"),
-    (dict(name=f"{PREFIX}tiny.safetensors", dtype="fp64"), "unknown dtype 'fp64'"),
-    (dict(name=f"{PREFIX}tiny.safetensors", device="tpu"), "unknown device 'tpu'"),
+    (dict(name="tiny.safetensors", dtype="fp64"), "unknown dtype 'fp64'"),
+    (dict(name="tiny.safetensors", device="tpu"), "unknown device 'tpu'"),
 ]
 
 
 @pytest.mark.parametrize("kwargs, message", LOADER_CASES)
-def test_loader_refuses_bad_checkpoints(model, cond, reference, kwargs, message):
+def test_loader_refuses_bad_checkpoints(bad_files, model, cond, reference, kwargs, message):
     kwargs = dict(kwargs)
     refused(lambda: load(kwargs.pop("name"), **kwargs), message)
-    assert load(f"{PREFIX}tiny.safetensors") is model, "the loaded model is still reused after a failed load"
+    assert load("tiny.safetensors") is model, "the loaded model is still reused after a failed load"
     still_works(model, cond, reference)
+
+
+def test_loader_says_what_to_do_without_the_bundled_model_or_a_gpu(monkeypatch):
+    def missing():
+        raise glue.CheckpointError("the bundled model is missing from weights/")
+
+    monkeypatch.setattr(glue, "default_checkpoint", missing)
+    refused(lambda: load("(bundled) shapes64"), "bundled model is missing.*pick a checkpoint from models/phenaki")
+    if not torch.cuda.is_available():
+        refused(lambda: load("tiny.safetensors", device="cuda"), "no CUDA GPU")
 
 
 # --- Encode Text ------------------------------------------------------------------------------------
@@ -203,6 +171,7 @@ SAMPLE_CASES = [
     (dict(temperature=math.nan), "temperature must be a finite number"),
     (dict(temperature=-0.5), "temperature must be a finite number"),
     (dict(critic_noise=math.nan), "critic_noise must be a finite number"),
+    (dict(remask="random"), "remask must be one of"),
     (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*64\)"),
     (dict(seed=2**64), r"seed must be an integer in \[0, 2\*\*64\)"),
     (dict(seed=1.5), "seed must be an integer"),
@@ -218,12 +187,12 @@ SAMPLE_CASES = [
 
 
 @pytest.mark.parametrize("kwargs, message", SAMPLE_CASES)
-def test_sample_scene_refuses_bad_input(model, cond, reference, prime9, no_load, kwargs, message):
+def test_sample_scene_refuses_bad_input(model, cond, reference, scene9, no_load, kwargs, message):
     kwargs = dict(kwargs)
     if kwargs.get("prime"):
-        kwargs["prime"] = prime9
+        kwargs["prime"] = scene9
     bad_cond = kwargs.pop("cond")(cond) if "cond" in kwargs else cond
-    refused(lambda: sample(model, bad_cond, **kwargs), message)
+    refused(lambda: sample_scene(model, bad_cond, **kwargs), message)
     no_load.undo()
     still_works(model, cond, reference)
 
@@ -248,14 +217,14 @@ CHAIN_CASES = [
 
 
 @pytest.mark.parametrize("kwargs, message", CHAIN_CASES)
-def test_chain_scenes_refuses_bad_input(model, cond, reference, prime9, no_load, kwargs, message):
+def test_chain_scenes_refuses_bad_input(model, cond, reference, scene9, no_load, kwargs, message):
     kwargs = {"prompts": "a red circle\na blue square", **kwargs}
     if kwargs.get("prime"):
-        kwargs["prime"] = prime9
-    refused(lambda: chain(model, kwargs.pop("prompts"), **kwargs), message)
+        kwargs["prime"] = scene9
+    refused(lambda: chain_scenes(model, kwargs.pop("prompts"), **kwargs), message)
     no_load.undo()
     still_works(model, cond, reference)
-    assert torch.equal(chain(model, "a red circle\na blue square", seed=7)[0], reference[1])
+    assert torch.equal(chain_scenes(model, "a red circle\na blue square", seed=7)[0], reference[1])
 
 
 # --- Encode Video -----------------------------------------------------------------------------------
@@ -305,13 +274,13 @@ def pre_run(node: str, **inputs):
 
 @pytest.mark.parametrize("kwargs, message", [c for c in SAMPLE_CASES if set(c[0]) <= {"frames", "prime", "prime_frames"}
                                              and isinstance(c[0].get("frames", 9), int)])
-def test_sample_scene_refuses_the_same_before_the_run(model, cond, prime9, no_load, kwargs, message):
+def test_sample_scene_refuses_the_same_before_the_run(model, cond, scene9, no_load, kwargs, message):
     kwargs = dict(kwargs)
     inputs = {"frames": kwargs.get("frames", 9), "prime_frames": kwargs.get("prime_frames", 5),
               "prime": None if kwargs.pop("prime", False) else ABSENT}  # a linked prime arrives as None
     if inputs["prime"] is ABSENT:
         inputs.pop("prime")
-    error = refused(lambda: sample(model, cond, prime=prime9 if "prime" in inputs else None, **kwargs), message)
+    error = refused(lambda: sample_scene(model, cond, prime=scene9 if "prime" in inputs else None, **kwargs), message)
     expected = True if any(phrase in str(error) for phrase in NEEDS_THE_RUN) else str(error)
     assert pre_run("PhenakiSampleScene", **inputs) == expected
 
@@ -321,7 +290,7 @@ def test_sample_scene_refuses_the_same_before_the_run(model, cond, prime9, no_lo
                                              and c[0].get("prompts", "") is not None])  # None: a linked input
 def test_chain_scenes_refuses_the_same_before_the_run(model, no_load, kwargs, message):
     kwargs = {"prompts": "a red circle\na blue square", **kwargs}
-    error = refused(lambda: chain(model, **kwargs), message)
+    error = refused(lambda: chain_scenes(model, **kwargs), message)
     inputs = {"prompts": kwargs["prompts"], "frames_per_scene": kwargs.get("frames", 9),
               "prime_frames": kwargs.get("prime_frames", 5)}
     assert pre_run("PhenakiChainScenes", **inputs) == str(error)

@@ -33,7 +33,6 @@ import io
 import json
 import os
 import socket
-import struct
 import subprocess
 import time
 import urllib.error

@@ -219,7 +219,7 @@ def test_a_failing_flex_attention_falls_back_to_sdpa_with_a_warning(monkeypatch,
     def broken(*args, **kwargs):
         raise RuntimeError("no Triton")
 
-    monkeypatch.setitem(kernels._FLEX, "cpu", broken)
+    monkeypatch.setitem(kernels.FLEX_ATTENTION, "cpu", broken)
     g = torch.Generator().manual_seed(0)
     cpb = ContinuousPositionBias(dim=16, heads=2, num_dims=3)
     q, k, v = (torch.randn(1, 2, 12, 8, generator=g) for _ in range(3))
@@ -228,4 +228,4 @@ def test_a_failing_flex_attention_falls_back_to_sdpa_with_a_warning(monkeypatch,
         out = attention(q, k, v, scale=8.0, bias=RelativeBias(relative.table, (3, 2, 2), flex=True))
         torch.testing.assert_close(out, attention(q, k, v, scale=8.0, bias=cpb(3, 2, 2)), atol=1e-6, rtol=1e-5)
     assert any("FlexAttention failed" in r.message for r in caplog.records)
-    assert kernels._FLEX["cpu"] is None  # not tried again
+    assert kernels.FLEX_ATTENTION["cpu"] is None  # not tried again

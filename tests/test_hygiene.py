@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
-import sys
 import weakref
 from pathlib import Path
 
@@ -24,12 +22,10 @@ from phenaki_core import PhenakiPipeline, SamplerConfig, sample_ids
 from phenaki_core.cli import main
 from phenaki_core.pipeline import make_video
 
-from helpers import PACK, build_tiny, load_pack, random_text, save_tiny_bundle
+from helpers import (build_tiny, chain_scenes, decode, encode_video, pack_parts, random_text, sample_scene,
+                     save_tiny_bundle)
 
-pack = load_pack()
-nodes = pack.NODE_CLASS_MAPPINGS
-adapter = sys.modules[f"{PACK}.nodes.comfy_adapter"]
-glue = sys.modules[f"{PACK}.nodes.glue"]
+pack, nodes, glue, adapter = pack_parts()
 
 PREFIX = "hygiene_"  # distinct names in the model folder list shared with other test modules
 SAMPLER = SamplerConfig(steps=4)
@@ -116,34 +112,13 @@ def test_a_story_cancelled_in_its_second_scene_leaves_the_model_as_it_was():
 
 
 # --- the nodes: cancel, cache, memory -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("phenaki_models_hygiene")
-    save_tiny_bundle(folder / f"{PREFIX}tiny.safetensors")
-    adapter.add_model_folder(folder)
-    return folder
-
-
-def load(name=f"{PREFIX}tiny.safetensors", dtype="fp32"):
+def load(name="tiny.safetensors", dtype="fp32"):
     (model,) = nodes["PhenakiLoader"]().load(name, "cpu", dtype)
     return model
 
 
-def node_sample(model, cond, seed, frames=9, steps=4):
-    (tokens,) = nodes["PhenakiSampleScene"]().sample(model, cond, frames, steps, 3.0, 0.9, 1.0, seed)
-    return tokens
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    model = load()
-    (cond,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right", "")
-    return model, cond
-
-
-def test_a_cancelled_node_run_leaves_the_model_as_it_was(loaded, monkeypatch):
-    model, cond = loaded
-    fresh = node_sample(model, cond, seed=11).ids
+def test_a_cancelled_node_run_leaves_the_model_as_it_was(model, cond, monkeypatch):
+    fresh = sample_scene(model, cond, steps=4, seed=11).ids
     before = weights(model.pipeline.model)
     checks = []
 
@@ -154,16 +129,15 @@ def test_a_cancelled_node_run_leaves_the_model_as_it_was(loaded, monkeypatch):
 
     monkeypatch.setattr(adapter, "check_interrupted", interrupt)
     with pytest.raises(Cancelled):
-        node_sample(model, cond, seed=11)
+        sample_scene(model, cond, steps=4, seed=11)
     with pytest.raises(Cancelled):  # cancelled again, in a story this time
-        nodes["PhenakiChainScenes"]().chain(model, "a red circle\na blue square", 9, 5, 4, 3.0, 0.9, 1.0, 11)
+        chain_scenes(model, "a red circle\na blue square", steps=4, seed=11)
     monkeypatch.undo()
     assert same_weights(model.pipeline.model, before)
-    assert torch.equal(node_sample(model, cond, seed=11).ids, fresh)
+    assert torch.equal(sample_scene(model, cond, steps=4, seed=11).ids, fresh)
 
 
-def test_the_loader_reuses_a_loaded_checkpoint_until_it_changes(model_dir, loaded):
-    model, _ = loaded
+def test_the_loader_reuses_a_loaded_checkpoint_until_it_changes(model_dir, model):
     assert load() is model, "the same file and settings give the same loaded model"
     assert load(dtype="bf16") is not model, "other settings load their own copy"
     copy = model_dir / f"{PREFIX}copy.safetensors"
@@ -192,13 +166,12 @@ def rss_mib() -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc (Linux)")
-def test_hundreds_of_generations_keep_memory_flat(loaded):
-    _, cond = loaded
+def test_hundreds_of_generations_keep_memory_flat(model, cond):
 
     def one(index):
         model = load()  # as ComfyUI re-runs the loader: must be the cached model, not a new copy
-        tokens = node_sample(model, cond, seed=index, frames=5, steps=2)
-        images, _ = nodes["PhenakiDecode"]().decode(tokens, True)
+        tokens = sample_scene(model, cond, frames=5, seed=index)
+        images, _ = decode(tokens)
         assert images.shape == (5, 8, 8, 3)
 
     for index in range(40):  # warm up: allocator pools, lazily built caches
@@ -216,32 +189,6 @@ def test_hundreds_of_generations_keep_memory_flat(loaded):
 
 
 # --- no network ------------------------------------------------------------------------------------
-@pytest.fixture
-def no_network(monkeypatch):
-    """Every way of reaching the network raises and is recorded (code that catches the error is still caught)."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args[:2])
-        raise OSError("network access attempted in a test")
-
-    class NoSocket(socket.socket):
-        def __init__(self, family=-1, *args, **kwargs):
-            if family in (socket.AF_INET, socket.AF_INET6, -1):
-                refuse("socket", family)
-            super().__init__(family, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "socket", NoSocket)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)  # offline by construction, not by environment
-    yield attempts
-    assert attempts == [], f"network access attempted: {attempts}"
-
-
 def test_cli_and_pipeline_generate_offline(tmp_path, no_network, monkeypatch):
     path = save_tiny_bundle(tmp_path / "offline.safetensors")
     monkeypatch.chdir(tmp_path)
@@ -257,9 +204,8 @@ def test_nodes_run_offline(tmp_path, no_network):
     adapter.add_model_folder(tmp_path)
     model = load(f"{PREFIX}offline.safetensors")
     (cond,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right", "a blue square")
-    tokens = node_sample(model, cond, seed=0, steps=2)
-    images, _ = nodes["PhenakiDecode"]().decode(tokens, True)
-    clip, _report = nodes["PhenakiEncodeVideo"]().encode(model, images)
-    story, _, starts = nodes["PhenakiChainScenes"]().chain(model, "a red circle\na blue square", 9, 5, 2, 3.0, 0.9,
-                                                           1.0, 0, "", clip)
+    tokens = sample_scene(model, cond)
+    images, _ = decode(tokens)
+    clip = encode_video(model, images)
+    story, _, starts = chain_scenes(model, "a red circle\na blue square", prime=clip)
     assert story.shape == (8, 8, 8, 3) and starts == "0,4"

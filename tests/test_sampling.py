@@ -249,9 +249,9 @@ def test_one_sampling_step_traces_as_one_graph_without_breaks(remask):
     def step(ids, positions, seed):
         return sampling_step(ids, positions, plans[0], 0, seed, guided.logits, critic, 64)
 
-    torch._dynamo.reset()
+    torch.compiler.reset()
     compiled = torch.compile(step, fullgraph=True, backend="eager")
     with torch.no_grad():
         for eager, traced in zip(step(ids, positions, seed), compiled(ids, positions, seed)):
             assert torch.equal(eager, traced)
-    torch._dynamo.reset()
+    torch.compiler.reset()

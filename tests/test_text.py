@@ -1,7 +1,5 @@
 """Text encoders: offline loading, hash check, padding mask, clear errors; generation with no network."""
 
-import socket
-
 import pytest
 import torch
 
@@ -12,24 +10,6 @@ from phenaki_core.text import CaptionEncoder
 from phenaki_core.config import MaskGitConfig
 
 from helpers import build_tiny
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection or resolve a host fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args[:2]}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    return load_minilm()
 
 
 def test_minilm_gives_masked_per_token_states(minilm):

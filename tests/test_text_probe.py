@@ -1,4 +1,4 @@
-"""The text-encoder probe: linear readers fitted on generator captions, scored on held-out wording."""
+"""The text-encoder probe: linear readers fitted on Shapes World captions, scored on held-out wording."""
 
 import hashlib
 import json
@@ -6,18 +6,13 @@ import json
 import pytest
 import torch
 
-from phenaki_core import TextCondition, load_minilm
+from phenaki_core import TextCondition
 from phenaki_core.cli import main
 from phenaki_core.evaluation import text_probe as probe_module
 from phenaki_core.evaluation.text_probe import text_probe
 from phenaki_core.text import TextEncoderSpec
 
 FEW = 200  # captions: enough to separate the training wording, fast enough for CI
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    return load_minilm()
 
 
 @pytest.fixture(scope="module")

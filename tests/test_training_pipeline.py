@@ -7,17 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from phenaki_core import (CheckpointError, PhenakiPipeline, TextEncoderSpec, load_bundle, load_minilm,
-                          preset)
+from phenaki_core import CheckpointError, PhenakiPipeline, TextEncoderSpec, load_bundle, preset
 from phenaki_core.cli import main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, TrainConfig, Trainer, load_train_state
 
 FAST = dict(batch_size=2, warmup_steps=1, log_every=1, preview_every=1000)
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return load_minilm()
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +23,10 @@ def stage1(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stage2(tmp_path_factory, stage1, encoder):
+def stage2(tmp_path_factory, stage1, minilm):
     run = tmp_path_factory.mktemp("t2v")
     trainer = Trainer(run, preset("tiny-shapes"), TrainConfig(stage="transformer", steps=3, checkpoint_every=3, **FAST),
-                      tokenizer_from=stage1.bundle, text_encoder=encoder, progress=False)
+                      tokenizer_from=stage1.bundle, text_encoder=minilm, progress=False)
     return trainer.run()
 
 
@@ -53,14 +47,14 @@ def test_stage2_freezes_the_tokenizer_and_keeps_its_history(stage1, stage2):
     assert [h["stage"] for h in t2v.extra["history"]] == ["tokenizer", "transformer"]
 
 
-def test_a_warm_started_transformer_on_a_retrained_tokenizer_records_both(stage1, stage2, encoder, tmp_path):
+def test_a_warm_started_transformer_on_a_retrained_tokenizer_records_both(stage1, stage2, minilm, tmp_path):
     """Stage 1 continued from its bundle, then stage 2 warm-started from the old transformer: the bundle
     holds the new tokenizer, and its history lists all tokenizer runs, then all transformer runs."""
     tok_cfg = TrainConfig(stage="tokenizer", steps=2, checkpoint_every=2, **FAST)
     tok2 = Trainer(tmp_path / "tok2", preset("tiny-shapes"), tok_cfg, init_from=stage1.bundle, progress=False).run()
     t2v_cfg = TrainConfig(stage="transformer", steps=2, checkpoint_every=2, **FAST)
     t2v2 = Trainer(tmp_path / "t2v2", preset("tiny-shapes"), t2v_cfg, init_from=stage2.bundle,
-                   tokenizer_from=tok2.bundle, text_encoder=encoder, progress=False).run()
+                   tokenizer_from=tok2.bundle, text_encoder=minilm, progress=False).run()
     bundle = load_bundle(t2v2.bundle)
     new_tok = load_bundle(tok2.bundle).model.cvivit.state_dict()
     assert all(torch.equal(new_tok[k], v) for k, v in bundle.model.cvivit.state_dict().items())
@@ -95,16 +89,16 @@ def test_decoder_only_needs_a_trained_model_and_the_tokenizer_stage(tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["tokenizer", "transformer"])
-def test_resume_continues_the_exact_same_trajectory(tmp_path, stage, stage1, encoder):
+def test_resume_continues_the_exact_same_trajectory(tmp_path, stage, stage1, minilm):
     cfg = TrainConfig(stage=stage, steps=4, checkpoint_every=2, **FAST)
-    extra = {} if stage == "tokenizer" else dict(tokenizer_from=stage1.bundle, text_encoder=encoder)
+    extra = {} if stage == "tokenizer" else dict(tokenizer_from=stage1.bundle, text_encoder=minilm)
     straight_losses = []
     Trainer(tmp_path / "a", preset("tiny-shapes"), cfg, progress=False, **extra).run(
         on_step=lambda s, loss: straight_losses.append(loss))
 
     Trainer(tmp_path / "b", preset("tiny-shapes"), cfg.replace(steps=2), progress=False, **extra).run()
     resumed_losses = []
-    extra_resume = {} if stage == "tokenizer" else dict(text_encoder=encoder)
+    extra_resume = {} if stage == "tokenizer" else dict(text_encoder=minilm)
     resumed = Trainer(tmp_path / "b", preset("tiny-shapes"), cfg, progress=False, **extra_resume)
     assert resumed.step == 2
     resumed.run(on_step=lambda s, loss: resumed_losses.append(loss))
@@ -242,10 +236,10 @@ def test_eval_tokenizer_only_measures_stage_1(stage1, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("stage", ["tokenizer", "transformer"])
-def test_both_stages_train_under_bf16_autocast(stage, stage1, encoder, tmp_path):
+def test_both_stages_train_under_bf16_autocast(stage, stage1, minilm, tmp_path):
     """--precision bf16 (what `auto` picks on CUDA): every op must accept the autocast dtypes."""
     cfg = TrainConfig(stage=stage, steps=2, checkpoint_every=2, precision="bf16", **FAST)
-    extra = dict(tokenizer_from=stage1.bundle, text_encoder=encoder) if stage == "transformer" else {}
+    extra = dict(tokenizer_from=stage1.bundle, text_encoder=minilm) if stage == "transformer" else {}
     result = Trainer(tmp_path, preset("tiny-shapes"), cfg, progress=False, **extra).run()
     assert result.step == 2 and math.isfinite(result.last_loss)
     model = load_bundle(result.bundle).model

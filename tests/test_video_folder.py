@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -382,7 +383,7 @@ def test_all_failing_raises_clear_error(tmp_path):
 # --- decoders: PyAV missing / present -----------------------------------------------------------------
 
 def test_pyav_missing_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(video_folder, "_import_av", lambda: None)
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError
     write_gif(tmp_path / "a.gif", marker_frames(5))
     write_caption(tmp_path / "a.gif", "gif")
     assert len(VideoFolderDataset(tmp_path, cfg())) == 1  # Pillow path needs no av

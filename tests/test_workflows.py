@@ -10,9 +10,7 @@ itself when it is present.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +18,9 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from phenaki_core import MINILM_SPEC, save_bundle
 from phenaki_core.pipeline import BUNDLED_CHECKPOINT
 
-from helpers import PACK, ROOT, build_tiny, load_pack, save_tiny_bundle
+from helpers import ROOT, pack_parts, save_tiny_bundle
 
 TEMPLATES = ROOT / "example_workflows"  # UI format only: ComfyUI's templates browser lists every *.json here
 API = ROOT / "api_workflows"  # the API-format twins, where the templates browser does not look
@@ -32,8 +29,7 @@ BUNDLED = "(bundled) shapes64"
 # ComfyUI lists <pack>/<folder>/*.json as templates for each of these folders (app/custom_node_manager.py)
 TEMPLATE_FOLDERS = ["example_workflows", "example", "examples", "workflow", "workflows"]
 
-pack = load_pack()
-glue = sys.modules[f"{PACK}.nodes.glue"]
+pack, _, glue, _ = pack_parts()
 
 
 # --- node specs ------------------------------------------------------------------------------------
