@@ -204,7 +204,7 @@ DEFAULT_REMASK = SamplerConfig().remask
 
 def sampler_config(steps: int, cond_scale: float, temperature: float, critic_noise: float,
                    remask: Optional[str] = None) -> SamplerConfig:
-    """The nodes' sampling widgets -> SamplerConfig; ``remask`` None (an older graph) takes the default."""
+    """The nodes' sampling widgets -> SamplerConfig; ``remask`` None (a graph without that input) takes the default."""
     extra = {} if remask is None else {"remask": remask}
     return SamplerConfig(steps=steps, cond_scale=cond_scale, temperature=temperature, critic_noise=critic_noise, **extra)
 

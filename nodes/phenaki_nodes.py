@@ -51,7 +51,7 @@ SAMPLING = {
     "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
                      "tooltip": "Same seed, same settings: the same frames."}),
 }
-# optional, so graphs saved before it existed keep working (they get the default)
+# optional, so a graph saved without it still loads (it gets the default)
 REMASK = {"remask": (list(glue.REMASK_MODES), {"default": glue.DEFAULT_REMASK, "tooltip": (
     "Which tokens to resample at each step. confidence: the model's least sure tokens (the default; "
     "best measured on the bundled model). critic: the token critic's choice. auto: the critic when the "

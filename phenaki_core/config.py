@@ -54,7 +54,7 @@ class CViViTConfig:
     quantizer: str = "lfq"
     # 0: tokens -> pixels through one linear map, as in the paper; k > 0: through an MLP with a
     # hidden width of k * dim. A linear map can only mix a few basis patches; the MLP draws sharp
-    # edges and flat colours at any offset, and learns many times faster (see the model card).
+    # edges and flat colours at any offset, and learns many times faster.
     pixel_mlp_mult: int = 0
 
     def __post_init__(self) -> None:

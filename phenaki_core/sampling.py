@@ -43,8 +43,8 @@ class SamplerConfig:
     cond_scale: float = 3.0
     temperature: float = 0.9  # starting token temperature, annealed linearly to 0
     # confidence: re-mask the least sure tokens (MaskGIT). critic: the token critic's choice; auto: the
-    # critic when the model has one. Confidence is the default: on the bundled model the critic keeps
-    # re-masking the first frame's tokens until the last step, which then often fills it as background.
+    # critic when the model has one. Confidence is the default: a critic can keep re-masking the first
+    # frame's tokens (frame 0 is patched alone) until the last step, which then fills them as background.
     remask: str = "confidence"
     choice_temperature: float = 4.5  # Gumbel noise on confidence scores (MaskGIT), annealed to 0
     critic_noise_schedule: str = "decay"

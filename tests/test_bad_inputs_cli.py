@@ -373,7 +373,7 @@ def test_real_processes_exit_non_zero_with_one_line_and_no_traceback(files, tmp_
 
 
 def test_case_counts():
-    """The number of bad inputs tried per boundary (reported in the issue)."""
+    """How many bad inputs each boundary is tried with (printed with ``-s``)."""
     counts = {"generate: prompts and batch files": len(PROMPT_CASES), "generate: numbers": len(NUMBER_CASES),
               "generate: outputs": len(OUTPUT_CASES), "generate: checkpoints": len(CHECKPOINT_CASES),
               "train": len(TRAIN_CASES) + 3, "eval": len(EVAL_CASES), "convert": 2}

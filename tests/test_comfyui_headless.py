@@ -19,7 +19,7 @@ returns; bad frame counts, primes and prompts are refused when the graph is queu
 runs (VALIDATE_INPUTS), and what only the run can know shows an actionable one-line message; Cancel
 stops sampling and leaves the server able to run again. Checkpoints come from a models folder added
 with ``--extra-model-paths-config`` (a user path that must survive the pack's own registration);
-while the bundled model is not shipped yet, a randomly initialised shapes64 model stands in for it.
+where the bundled model is absent (no phenaki_core/weights/), a randomly initialised shapes64 model stands in.
 
 With VHS_GIT_DIR pointing at a ComfyUI-VideoHelperSuite snapshot (given like COMFY_GIT_DIR), it
 also runs VideoHelperSuite's Load Video -> Encode Video -> Sample Scene -> Video Combine on a 24 fps
@@ -204,7 +204,7 @@ writer.close()
 
 
 def prompts(server) -> dict[str, dict]:
-    """The API twins, on the stand-in model while the bundled one is not shipped."""
+    """The API twins, on the stand-in model where the bundled one is absent."""
     checkpoints = server.get("/object_info/PhenakiLoader")["PhenakiLoader"]["input"]["required"]["ckpt_name"][0]
     bundled_present = (ROOT / "phenaki_core" / "weights" / "shapes64.safetensors").is_file()
     result = {}

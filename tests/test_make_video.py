@@ -62,8 +62,8 @@ def test_primed_scene_samples_after_the_reencoded_tail_of_the_previous_scene(mon
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("remask", ["confidence", "critic"])
 def test_a_story_samples_with_half_precision_weights(dtype, remask):
-    """`--dtype auto` loads bf16 weights on a GPU: every layer must run in the weights' dtype
-    (the position-bias MLP once built its offset table in fp32 and crashed there)."""
+    """`--dtype auto` loads bf16 weights on a GPU: every layer must run in the weights' dtype (a
+    float32 table inside a half-precision model, such as the position bias's offsets, fails there)."""
     model = build_tiny().to(dtype)
     conds = [type(t)(t.embeds.to(dtype), t.mask) for t in texts(2)]
     story = make_video(model, conds, 9, 5, sampler=SamplerConfig(steps=2, remask=remask),

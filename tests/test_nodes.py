@@ -341,7 +341,7 @@ def test_sampling_nodes_offer_every_remask_mode_defaulting_to_the_samplers(model
         spec = nodes[name].INPUT_TYPES()["optional"]["remask"]
         assert tuple(spec[0]) == REMASK_MODES and spec[1]["default"] == SamplerConfig().remask
     node = nodes["PhenakiSampleScene"]()
-    old_graph = node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0)[0]  # saved before remask existed
+    old_graph = node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0)[0]  # a graph without the remask input
     critic = node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0, remask="critic")[0]
     assert seen == [SamplerConfig().remask, "critic"]
     assert not torch.equal(old_graph.ids, critic.ids)

@@ -77,8 +77,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        # settings that no longer exist, at the value that made them do nothing: runs started
-        # with an older version resume
+        # a training state may list these settings at the value that made them do nothing: it
+        # resumes as if they were absent
         data = {k: v for k, v in data.items() if not (k in _GONE and v == _GONE[k])}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
