@@ -375,7 +375,7 @@ class Trainer:
                 ids = self.model.cvivit.encode_to_ids(batch["video"].to(self.device, non_blocking=True))
             text = self.captions(list(batch["caption"]), self.device) if self.captions is not None else None
         out = self.trained(ids, text=text, video_frame_mask=frame_mask, generator=generator)
-        metrics = {"gen": out.token_loss.item()}
+        metrics = {"token": out.token_loss.item()}  # MaskGit's masked-token cross-entropy
         if out.critic_loss is not None:
             metrics["critic"] = out.critic_loss.item()
         return out.loss, metrics
