@@ -3,17 +3,26 @@
 Layout:
     config.py      frozen config dataclasses and presets (tiny, shapes64, S, L)
     layers.py      attention (SDPA), PEG, continuous position bias, transformer blocks
+    kernels.py     which attention / convolution kernel runs where (SDPA, FlexAttention)
     cvivit.py      C-ViViT causal video tokenizer (+ quantizer.py: lookup-free quantization)
     maskgit.py     MaskGit, TokenCritic, SelfCritic (ids -> logits)
     phenaki.py     the model bundle and its training forward (losses)
     sampling.py    the MaskGIT decoding loop, a pure function of a logits callback
     guided.py      sample_ids(model, text, ...): guidance and priming around that loop
+    cuda_graphs.py a whole guided sample recorded once as CUDA graphs and replayed
     pipeline.py    prompts -> video, make_video scene chaining, device/dtype helpers
-    text.py        offline text encoders (MiniLM default, local T5)
+    text.py        offline text encoders (MiniLM default, local T5), caption caching
+    text_condition.py  encoded prompts: per-token embeddings and a padding mask
     checkpoint.py  one .safetensors per bundle, config in the header, strict loading
     convert.py     phenaki-pytorch state dict conversion (explicit, weights_only)
-    data/          Shapes World, the procedural training world of the bundled model
-    evaluation/    reading Shapes World clips back (colour, shape, motion, continuity)
+    video_io.py    frames -> gif / webp / png / mp4 (files.py: atomic writes)
+    errors.py      the error types; validation.py: what "a whole number" and "a number" mean
+    cli.py         the ``phenaki`` command
+    data/          Shapes World, video folders and token shards
+    evaluation/    reading Shapes World clips back (colour, shape, motion, continuity), eval report, text probe
+    training/      the two-stage training loop, resumable, data-parallel
+
+docs/architecture.md draws how these import each other (tests/test_architecture.py checks it).
 
 Nothing here imports ComfyUI, touches the network, seeds a global RNG or configures logging.
 """
