@@ -17,18 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = "phenaki_comfyui_pack"
 
 
-def build_tiny(seed: int = 0, **changes) -> Phenaki:
-    """A tiny Phenaki with deterministic, slightly perturbed weights (so no parameter is a constant)."""
-    config = preset("tiny")
-    if changes:
-        config = config.replace(**changes)
+def perturbed(build, seed: int = 0) -> torch.nn.Module:
+    """``build()`` under a private RNG seeded with ``seed``, every weight nudged by 0.05 N(0, 1) (so no
+    parameter is a constant), in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Phenaki(config)
+        model = build()
         with torch.no_grad():
             for param in model.parameters():
                 param.add_(0.05 * torch.randn_like(param))
     return model.eval()
+
+
+def build_tiny(seed: int = 0, **changes) -> Phenaki:
+    """A tiny Phenaki with deterministic, slightly perturbed weights."""
+    config = preset("tiny")
+    if changes:
+        config = config.replace(**changes)
+    return perturbed(lambda: Phenaki(config), seed)
 
 
 def random_text(batch: int, length: int = 5, dim: int = 24, seed: int = 0, pad_last: int = 0) -> TextCondition:

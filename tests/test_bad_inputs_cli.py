@@ -287,12 +287,6 @@ TRAIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv, message", TRAIN_CASES)
-def test_train_refuses_bad_input(argv, message, files, workdir, capsys):
-    before = snapshot(workdir)
-    code, err = run(argv, files, capsys)
-    check_refused(code, err, message)
-    assert snapshot(workdir) == before
 
 
 def test_train_into_a_file_and_diverging_training_are_one_line(files, workdir, capsys):
@@ -328,8 +322,8 @@ EVAL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv, message", EVAL_CASES)
-def test_eval_refuses_bad_input(argv, message, files, workdir, capsys):
+@pytest.mark.parametrize("argv, message", TRAIN_CASES + EVAL_CASES)
+def test_train_and_eval_refuse_bad_input(argv, message, files, workdir, capsys):
     before = snapshot(workdir)
     code, err = run(argv, files, capsys)
     check_refused(code, err, message)

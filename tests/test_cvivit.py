@@ -5,17 +5,11 @@ import torch
 
 from phenaki_core import CViViT, CViViTConfig, InputError, preset
 
-from helpers import random_video
+from helpers import perturbed, random_video
 
 
 def perturbed_tokenizer(config: CViViTConfig, seed: int = 0) -> CViViT:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CViViT(config)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    return model.eval()
+    return perturbed(lambda: CViViT(config), seed)
 
 
 CAUSAL_CONFIGS = {
