@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from ..validation import is_int, is_number
 from .captions import (COLOURS, MOTIONS, PALETTE, SHAPES, SIZE_MOTIONS,
                        canonical_caption, training_caption)
 
@@ -94,12 +95,11 @@ class ShapesWorldConfig:
     def __post_init__(self) -> None:
         for name in ("image_size", "num_frames", "temporal_patch", "prime_frames", "fps"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value, 1):
                 raise ConfigError(f"ShapesWorldConfig.{name} must be a positive integer, got {value!r}")
         for name in ("continuation_prob", "paraphrase_prob"):
             value = getattr(self, name)
-            if (not isinstance(value, (int, float)) or isinstance(value, bool)
-                    or not math.isfinite(value) or not 0.0 <= value <= 1.0):
+            if not is_number(value, 0.0, 1.0):
                 raise ConfigError(f"ShapesWorldConfig.{name} must be a probability in [0, 1], got {value!r}")
         if self.image_size < MIN_IMAGE_SIZE:
             raise ConfigError(f"ShapesWorldConfig.image_size must be >= {MIN_IMAGE_SIZE} "
@@ -408,7 +408,7 @@ class ShapesWorldDataset(Dataset):
                  length: int = 10**7, epoch: int = 0) -> None:
         self.config = config or ShapesWorldConfig()
         for name, value in (("seed", seed), ("length", length), ("epoch", epoch)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_int(value, 0):
                 raise ConfigError(f"ShapesWorldDataset {name} must be a non-negative int, got {value!r}")
         if length == 0:
             raise ConfigError("ShapesWorldDataset length must be >= 1")
@@ -416,7 +416,7 @@ class ShapesWorldDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select a different (but reproducible) stream of clips."""
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        if not is_int(epoch, 0):
             raise ConfigError(f"epoch must be a non-negative int, got {epoch!r}")
         self.epoch = epoch
 
