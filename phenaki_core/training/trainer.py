@@ -64,6 +64,9 @@ STATE_FILE = "train_state.safetensors"
 BUNDLE_FILE = "bundle.safetensors"
 LOCK_FILE = "train.lock"
 PREVIEW_CLIPS = 4
+# Caption embeddings kept between steps. Shapes World's paraphrases make most captions new, so an
+# unbounded cache would grow by every clip of a long run; the canonical captions, which recur, stay.
+CAPTION_CACHE = 20_000
 RESUME_MAY_CHANGE = ("steps", "grad_accum", "num_workers", "checkpoint_every", "preview_every", "log_every")
 
 
@@ -207,7 +210,7 @@ class Trainer:
         self.trained = self._trained_module()
         self._build_data(dataset, collate_fn)
         self.preview_prompts = preview_prompts
-        self.captions = CaptionEncoder(text_encoder) if text_encoder is not None else None
+        self.captions = CaptionEncoder(text_encoder, CAPTION_CACHE) if text_encoder is not None else None
 
     # --- setup ------------------------------------------------------------------------------------
     def _restore_configs(self, state: Optional[TrainState], model_config: PhenakiConfig,
