@@ -5,7 +5,8 @@
 #   OUT=out bash bench/gpu_check.sh              # on the GPU machine
 #   OUT=/tmp/dry DRY_RUN=1 bash bench/gpu_check.sh   # CPU dry run, tiny preset, seconds (CI runs this)
 #
-# What lands in $OUT (each step has its own time limit, so one failure still leaves the others):
+# What lands in $OUT, packed into one gpu_check.tgz at the end (each step has its own time limit, so
+# one failure still leaves the others):
 #   bench_sample.json/.log   config L sampling b1 and b8: ours bf16 and fp32 (eager SDPA, eager Flex,
 #                            CUDA graphs with SDPA and with Flex), the peer at fp32, TF32 and bf16; ratios against the
 #                            peer's fastest; peak memory; % of the measured bf16 matmul peak
@@ -15,6 +16,7 @@
 #   story.json               the bundled model's 3-scene story, sampling + decode, warm: eager and CUDA graphs
 #   profile.json             one eager bf16 sample: device time by matmul / attention / sampler tail /
 #                            elementwise / host gaps
+#   torchrun.log             a one-process torchrun training run: joins a process group (NCCL on the GPU)
 #   comfy_cuda.json          the API workflows through ComfyUI's model management at dtype auto and fp16
 #                            (warm time per node), and whether VRAM returns once ComfyUI unloads them
 #   env.txt                  the GPU, driver and torch
@@ -61,6 +63,12 @@ for what in agreement attention profile story; do
         --repeats "$REPEATS" --json "$OUT/$what.json" > "$OUT/$what.log" 2>&1
     echo "exit $?"; tail -4 "$OUT/$what.log"
 done
+say "torchrun, one process: the trainer's process group and DDP path (NCCL on a GPU, gloo on the CPU)"
+timeout 90 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m phenaki_core.cli train tokenizer \
+    "${TMPDIR:-/tmp}/phenaki_torchrun_check" --preset tiny-shapes --steps 20 --batch-size 4 --checkpoint-every 20 --preview-every 1000 \
+    --device "$DEVICE" --no-resume > "$OUT/torchrun.log" 2>&1
+echo "exit $?"; grep -a "joined process group\|step 20" "$OUT/torchrun.log" | tr '\r' '\n' | grep -a "joined\|loss" | tail -2
+rm -rf "${TMPDIR:-/tmp}/phenaki_torchrun_check"
 COMFY_DIR=${COMFY_DIR:-.gpu_carry/ComfyUI}
 if [ -f "$COMFY_DIR/folder_paths.py" ]; then
     say "the API workflows through ComfyUI's model management (dtype auto and fp16), then unload"
@@ -70,4 +78,6 @@ if [ -f "$COMFY_DIR/folder_paths.py" ]; then
 else
     say "no ComfyUI source at $COMFY_DIR (bench/prepare_gpu_check.sh carries one): ComfyUI step skipped"
 fi
-say "done"; ls -la "$OUT"
+# The device hands back at most 8 files from $OUT: everything goes back as one archive.
+(cd "$OUT" && shopt -s nullglob && files=(*) && tar czf gpu_check.tgz "${files[@]}" && rm -rf "${files[@]}")
+say "done"; tar tzvf "$OUT/gpu_check.tgz"

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -36,7 +37,11 @@ def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True,
                             timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("exit 0") == 6, result.stdout
+    assert result.stdout.count("exit 0") == 7, result.stdout
+    assert [p.name for p in out.iterdir()] == ["gpu_check.tgz"]  # the device returns at most 8 files
+    with tarfile.open(out / "gpu_check.tgz") as archive:
+        archive.extractall(out, filter="data")
+    assert "joined process group: rank 0 of 1 (gloo)" in (out / "torchrun.log").read_text()
     sample = json.loads((out / "bench_sample.json").read_text())
     assert {row["ours"] for row in sample["rows"]} == {"fp32 eager-sdpa", "fp32 eager-flex"}
     assert all(row["ours_first_s"] > 0 and row["ours_times"] for row in sample["rows"])

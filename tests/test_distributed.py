@@ -102,6 +102,17 @@ def test_two_process_checkpoints_load_and_record_the_layout(runs):
                                                                                                "transformer"]
 
 
+def test_one_process_under_torchrun_joins_a_process_group_and_matches_a_plain_run(runs, folder, tmp_path):
+    """torchrun with one process still runs the DDP path (on a GPU: NCCL with one rank), and its
+    weights are those of the same run without torchrun."""
+    root, _ = runs
+    one = torchrun("train", "tokenizer", str(tmp_path / "tok"), "--data", str(folder), "--grad-accum", "2",
+                   *COMMON, nproc=1)
+    assert "joined process group: rank 0 of 1 (gloo)" in one.stderr, one.stderr[-2000:]
+    assert_same_weights(root / "tok1", tmp_path / "tok")
+    assert np.allclose(losses(root / "tok1"), losses(tmp_path / "tok"), atol=1e-5)
+
+
 def test_the_corrupt_file_is_skipped_and_reported(runs):
     _, logs = runs
     assert "broken.gif" in logs

@@ -4,8 +4,8 @@ Launch any ``phenaki train`` command under torchrun and it runs data-parallel:
 
     torchrun --standalone --nproc_per_node 4 -m phenaki_core.cli train transformer runs/t2v ...
 
-The CLI calls :func:`init_distributed` when torchrun's ``WORLD_SIZE`` is above 1: NCCL on GPUs,
-gloo on the CPU. The trainer then wraps the trained module in ``DistributedDataParallel`` and
+The CLI calls :func:`init_distributed` whenever torchrun started it (one process included): NCCL
+on GPUs, gloo on the CPU. The trainer then wraps the trained module in ``DistributedDataParallel`` and
 only rank 0 logs, previews and writes checkpoints.
 
 Data order and randomness do not depend on the number of processes
@@ -48,6 +48,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    in_group: bool = False  # joined a process group (torchrun), even one of a single process
 
     @property
     def is_main(self) -> bool:
@@ -55,18 +56,22 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.in_group or self.world_size > 1
 
 
 def current_context() -> DistContext:
     """The context of an initialised process group, or the single-process default."""
     if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), True)
     return DistContext()
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Started by torchrun, with any number of processes (it sets TORCHELASTIC_RUN_ID for each).
+
+    A one-process torchrun joins a process group too, so the job runs the same DDP and collective
+    code on one GPU as on eight (and checks the NCCL set-up where only one GPU is at hand)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def init_distributed(device_type: str) -> DistContext:
