@@ -73,5 +73,11 @@ phenaki export "$RUNS/tok4/bundle.safetensors" "$RUNS/tok4_fp16.safetensors" --d
 phenaki train transformer "$RUNS/t2v4" "${GPU_RUN[@]}" --tokenizer "$RUNS/tok4_fp16.safetensors" \
   --steps 2560 --stop-at 2054
 
+phenaki export "$RUNS/t2v4/bundle.safetensors" "$RUNS/t2v4_fp16.safetensors" --dtype fp16
+# stage 2, fifth run (CPU, 2 processes): the wider caption vocabulary (everyday shades, more nouns,
+# verbs and sentence forms), warm-started from run 8's export, on the same tokenizer (run 7's)
+torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transformer "$RUNS/t2v5" --preset shapes64 \
+  --init-from "$RUNS/t2v4_fp16.safetensors" --tokenizer "$RUNS/t2v4_fp16.safetensors" --steps 4000 --batch-size 12 \
+  --lr 3e-4 --warmup-steps 50 --checkpoint-every 100 --preview-every 1000 --threads "$THREADS" --device "$DEVICE"
 # ship the EMA weights in fp16
-phenaki export "$RUNS/t2v4/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16
+phenaki export "$RUNS/t2v5/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16
