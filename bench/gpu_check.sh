@@ -64,11 +64,12 @@ for what in agreement attention profile story; do
     echo "exit $?"; tail -4 "$OUT/$what.log"
 done
 say "torchrun, one process: the trainer's process group and DDP path (NCCL on a GPU, gloo on the CPU)"
+RUN_DIR=${TMPDIR:-/tmp}/phenaki_torchrun_check
 timeout 90 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m phenaki_core.cli train tokenizer \
-    "${TMPDIR:-/tmp}/phenaki_torchrun_check" --preset tiny-shapes --steps 20 --batch-size 4 --checkpoint-every 20 --preview-every 1000 \
+    "$RUN_DIR" --preset tiny-shapes --steps 20 --batch-size 4 --checkpoint-every 20 --preview-every 1000 \
     --device "$DEVICE" --no-resume > "$OUT/torchrun.log" 2>&1
-echo "exit $?"; grep -a "joined process group\|step 20" "$OUT/torchrun.log" | tr '\r' '\n' | grep -a "joined\|loss" | tail -2
-rm -rf "${TMPDIR:-/tmp}/phenaki_torchrun_check"
+echo "exit $?"; tr '\r' '\n' < "$OUT/torchrun.log" | grep -a "joined process group\|^step 20" | tail -2
+rm -rf "$RUN_DIR"
 COMFY_DIR=${COMFY_DIR:-.gpu_carry/ComfyUI}
 if [ -f "$COMFY_DIR/folder_paths.py" ]; then
     say "the API workflows through ComfyUI's model management (dtype auto and fp16), then unload"
