@@ -68,7 +68,7 @@ RUN_DIR=${TMPDIR:-/tmp}/phenaki_torchrun_check
 timeout 90 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m phenaki_core.cli train tokenizer \
     "$RUN_DIR" --preset tiny-shapes --steps 20 --batch-size 4 --checkpoint-every 20 --preview-every 1000 \
     --device "$DEVICE" --no-resume > "$OUT/torchrun.log" 2>&1
-echo "exit $?"; tr '\r' '\n' < "$OUT/torchrun.log" | grep -a "joined process group\|^step 20" | tail -2
+echo "exit $?"; tr '\r' '\n' < "$OUT/torchrun.log" | grep -a "joined process group\|^step 20 loss"
 rm -rf "$RUN_DIR"
 COMFY_DIR=${COMFY_DIR:-.gpu_carry/ComfyUI}
 if [ -f "$COMFY_DIR/folder_paths.py" ]; then
