@@ -154,6 +154,9 @@ def attention(
             if out is not None:
                 return out
         bias = bias.dense().to(q.dtype)
+    if (q.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0
+            and k.shape[2] <= SHORT_ATTENTION_KEYS):
+        return short_attention(q, k, v, attention_mask(bias, num_null, key_mask, causal_bias, q.dtype), scale)
     if (USE_BIASED_ATTENTION and bias is not None and bias.requires_grad and torch.is_grad_enabled()
             and dropout == 0.0 and causal_bias is None and q.device.type == "cpu"):
         keep = None if key_mask is None else F.pad(key_mask, (num_null, 0), value=True)
@@ -161,6 +164,26 @@ def attention(
         return BiasedAttention.apply(q, k, v, F.pad(bias, (num_null, 0)) if num_null else bias, keep, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(bias, num_null, key_mask, causal_bias,
                                                                             q.dtype), dropout_p=dropout, scale=scale)
+
+
+# On the CPU under autograd, attention over at most this many keys (the C-ViViT's causal temporal
+# attention: a short clip's token-frames) runs as plain matmuls: the fused CPU kernels' backward
+# spends its time on per-row set-up for rows this short (measured 14x slower in bf16, 1.8x in fp32,
+# at (512 rows x 8 heads, 16 x 16)). The (b, h, i, j) probabilities it keeps for backward are small.
+SHORT_ATTENTION_KEYS = 32
+
+
+def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
+                    scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) v as plain matmuls, the scores and softmax in float32 (as the
+    fused kernels keep them: a bf16 score of 60 is off by 0.25). q (b h i d), k/v (b h j d); mask
+    broadcastable to (b h i j), additive or bool (True = attend, as SDPA reads it), or None."""
+    sim = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale)  # b h i j
+    if mask is not None and mask.dtype == torch.bool:
+        sim = sim.masked_fill(~mask, torch.finfo(sim.dtype).min)
+    elif mask is not None:
+        sim = sim + mask
+    return torch.matmul(sim.softmax(-1).to(v.dtype), v)
 
 
 def attention_mask(bias: Optional[torch.Tensor], num_null: int, key_mask: Optional[torch.Tensor],

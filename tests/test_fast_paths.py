@@ -64,16 +64,18 @@ def test_biased_attention_float32_gradients_are_as_accurate_as_the_reference_mat
 def test_attention_layer_with_trainable_bias_takes_the_fast_path_and_matches_plain_sdpa(monkeypatch):
     torch.manual_seed(0)
     attn = Attention(32, heads=4, dim_head=8)
-    x = torch.randn(3, 10, 32, requires_grad=True)
+    n = 5 * 8  # more keys than SHORT_ATTENTION_KEYS: the fused forward with its own backward
+    assert n > layers.SHORT_ATTENTION_KEYS
+    x = torch.randn(3, n, 32, requires_grad=True)
     cpb = ContinuousPositionBias(dim=16, heads=4, num_dims=2)
-    key_mask = torch.ones(3, 10, dtype=torch.bool)
-    key_mask[1, 6:] = False
+    key_mask = torch.ones(3, n, dtype=torch.bool)
+    key_mask[1, 26:] = False
     calls = []
     original = BiasedAttention.apply
     monkeypatch.setattr(BiasedAttention, "apply", lambda *a: calls.append(1) or original(*a))
 
     def grads():
-        out = attn(x, key_mask=key_mask, attn_bias=cpb(2, 5))
+        out = attn(x, key_mask=key_mask, attn_bias=cpb(5, 8))
         out.square().sum().backward()
         result = [x.grad.clone()] + [p.grad.clone() for p in list(attn.parameters()) + list(cpb.parameters())
                                      if p.grad is not None]
@@ -90,6 +92,30 @@ def test_attention_layer_with_trainable_bias_takes_the_fast_path_and_matches_pla
     assert len(fast) == len(plain) > 3
     for a, b in zip(fast, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["causal", "bias+keys", "keys only"])
+def test_short_rows_under_autograd_take_plain_matmuls_with_the_reference_values_and_gradients(kind, dtype):
+    """The C-ViViT's temporal attention (a few token-frames, causal) and short cross-attention:
+    plain matmuls on the CPU under autograd, equal to the float64 math in values and gradients."""
+    q, k, v, bias, keep = inputs(dtype, b=4, h=3, i=9, j=9, d=8, seed=3)
+    causal = torch.full((9, 9), float("-inf"), dtype=dtype).triu(1).expand(3, 9, 9)
+    kwargs = {"causal": dict(causal_bias=causal), "bias+keys": dict(bias=bias, key_mask=keep),
+              "keys only": dict(key_mask=keep)}[kind]
+    out = attention(q, k, v, scale=8.0, **kwargs)
+    wide = [t.detach().double().requires_grad_() for t in (q, k, v, bias)]
+    ref_bias = wide[3] if kind == "bias+keys" else (causal.double() if kind == "causal" else 0)
+    ref = reference(*wide[:3], ref_bias, keep if kind != "causal" else None, 8.0)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=4e-2, rtol=4e-2)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(4))
+    inputs_ = (q, k, v, bias) if kind == "bias+keys" else (q, k, v)
+    ours = torch.autograd.grad(out, inputs_, grad.to(dtype))
+    truths = torch.autograd.grad(ref, wide[:len(inputs_)], grad.double())
+    for a, t in zip(ours, truths):
+        gtol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.1, rtol=0.1)
+        torch.testing.assert_close(a.double(), t, **gtol)
 
 
 def test_all_true_key_mask_is_the_same_as_no_mask():
