@@ -42,7 +42,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from phenaki_core import CriticConfig, Phenaki, SamplerConfig, TextCondition, preset, sample_ids  # noqa: E402
 from phenaki_core import sampling  # noqa: E402
-from phenaki_core.guided import GuidedModel  # noqa: E402
+from phenaki_core.guided_model import GuidedModel  # noqa: E402
 from phenaki_core.kernels import RelativeBias, attention  # noqa: E402
 
 TEXT_LEN = 16

@@ -9,8 +9,10 @@ Layout:
     phenaki.py     the model bundle and its training forward (losses)
     sampling.py    the MaskGIT decoding loop, a pure function of a logits callback
     guided.py      sample_ids(model, text, ...): guidance and priming around that loop
+    guided_model.py  one sample's fixed parts (guidance rows, text keys/values, bias) and callbacks
     cuda_graphs.py a whole guided sample recorded once as CUDA graphs and replayed
     pipeline.py    prompts -> video, make_video scene chaining, device/dtype helpers
+    precision.py   what 'auto' precision means: bf16 where the device has bf16 matrix units
     text.py        offline text encoders (MiniLM default, local T5), caption caching
     text_condition.py  encoded prompts: per-token embeddings and a padding mask
     checkpoint.py  one .safetensors per bundle, config in the header, strict loading

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .guided import GuidedModel
+from .guided_model import GuidedModel
 from .kernels import compiled_token_choice
 from .sampling import SamplerConfig, SamplerStep, choose_tokens, plan_steps, sampling_step
 from .text_condition import TextCondition

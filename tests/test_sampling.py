@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from phenaki_core import ConfigError, InputError, SamplerConfig, sample_ids, sample_tokens
-from phenaki_core.guided import GuidedModel, sample_images
+from phenaki_core.guided import sample_images
+from phenaki_core.guided_model import GuidedModel
 from phenaki_core.sampling import num_masked
 
 from helpers import build_tiny, random_text

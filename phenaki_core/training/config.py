@@ -45,7 +45,9 @@ class TrainConfig:
                                        "(1 + n) / (10 + n) after n updates, so short runs ship trained weights",
                                 low=0, high=1)
     seed: int = _setting(0, "initial weights and every step's random draws", low=0)
-    precision: str = _setting("auto", "auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16",
+    precision: str = _setting("auto", "auto (bf16 autocast where the device has bf16 matrix units: an "
+                                      "Ampere or newer GPU, a CPU with AMX or AVX512-BF16; fp32 elsewhere), "
+                                      "fp32 or bf16",
                               choices=PRECISIONS)
     checkpoint_every: int = _setting(200, "steps between checkpoints (one is also written at the end, at "
                                           "--stop-at, --max-minutes, Ctrl-C and SIGTERM)", low=1)

@@ -4,8 +4,8 @@
     stage 2 (transformer): MaskGit + critic on the frozen tokenizer, frozen text encoder
 
 Both stages share one loop: AdamW with warmup and cosine decay, gradient clipping, gradient
-accumulation, EMA weights, bf16 autocast on CUDA, a progress bar with loss and throughput,
-periodic animated previews, and atomic checkpoints that resume exactly. Under torchrun the
+accumulation, EMA weights, bf16 autocast where the hardware has bf16 units (``precision.py``), a
+progress bar with loss and throughput, periodic animated previews, and atomic checkpoints that resume exactly. Under torchrun the
 trained module runs in DistributedDataParallel and rank 0 alone logs and writes. Which items a
 step reads, and its random draws, are pure functions of (seed, step, slot) (see distributed.py),
 so a resumed run, on any number of processes, sees exactly the batches of an uninterrupted one.
@@ -49,6 +49,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..evaluation.reconstruction import psnr
 from ..guided import sample_ids
 from ..phenaki import Phenaki, TextCondition
+from ..precision import auto_dtype
 from ..sampling import SamplerConfig
 from ..text import MINILM_SPEC, CaptionEncoder, TextEncoderSpec
 from ..validation import is_int
@@ -198,6 +199,7 @@ class Trainer:
         state = load_train_state(state_path) if resume and state_path.is_file() else None
         self._resume, self._read_step = resume, state.step if state is not None else None
         self.config, self.train_config = self._restore_configs(state, model_config, train_config)
+        self.autocast_dtype = self._autocast_dtype()
         self.text_spec = self._text_spec(state, init_from, text_spec or getattr(text_encoder, "spec", None))
         self._check_text_encoder(text_encoder)
         self.micro_batch = micro_batch_size(self.train_config.batch_size, self.train_config.grad_accum, self.dist)
@@ -340,13 +342,20 @@ class Trainer:
             return [p for p in self.model.cvivit.parameters() if p.requires_grad]
         return self.model.transformer_parameters()
 
-    def _autocast(self):
+    def _autocast_dtype(self) -> Optional[torch.dtype]:
+        """bf16 (autocast) or None (fp32): ``auto`` is bf16 where the device has bf16 matrix units."""
         precision = self.train_config.precision
-        if self.device.type == "cuda" and precision in ("auto", "bf16"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        if precision == "auto":
+            dtype = auto_dtype(self.device, "--precision", log=self.dist.is_main)
+        else:
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        return None if dtype == torch.float32 else dtype
+
+    def autocast(self):
+        """The autocast context a training step runs under (bf16), or a null context (fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _loader(self, total_steps: int) -> DataLoader:
         cfg = self.train_config
@@ -471,7 +480,7 @@ class Trainer:
             sync = (self.trained.no_sync() if isinstance(self.trained, DistributedDataParallel) and not last
                     else contextlib.nullcontext())
             with sync:
-                with self._autocast():
+                with self.autocast():
                     loss, metrics = self._loss(batch, generator)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the lr")
