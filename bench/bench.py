@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed and memory of phenaki_core, side by side with phenaki-pytorch 0.5.0 (the peer).
 
-    python bench/bench.py --config S --device cpu [--peer] [--quick] [--threads N] [--json out.json]
+    python bench/bench.py --config S --device cpu [--peer] [--quick] [--threads N] [--profile] [--json out.json]
 
 Both implementations get the same architecture (our preset -> peer kwargs, bench/peer.py), random
 weights (the MaskGit weights are identical: the peer's are converted with phenaki_core.convert),
@@ -296,7 +296,7 @@ class Workloads:
     def sampling_flops(self, batch: int) -> int:
         """FLOPs our sampler executes for one sample: the preparation, per step the trunk on all
         2b guidance rows and the head at the k_s masked positions only, and the final decode."""
-        from phenaki_core.guided import GuidedModel
+        from phenaki_core.guided_model import GuidedModel
         from phenaki_core.sampling import plan_steps
 
         model = self.ours
@@ -408,6 +408,81 @@ class Workloads:
 
 
 # --------------------------------------------------------------------------------------------------
+# per-op profile of one step
+# --------------------------------------------------------------------------------------------------
+
+# op families, first match wins (aten names; on CUDA the device time of each op's kernels)
+OP_FAMILIES = (
+    ("attention kernel", ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention",
+                          "flex_attention")),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")),
+    ("convolution (PEG)", ("conv", "mkldnn_convolution")),
+    ("layout copies", ("aten::copy_", "aten::cat", "aten::clone", "aten::contiguous", "constant_pad_nd",
+                       "aten::_to_copy", "aten::index", "aten::gather", "aten::scatter", "aten::stack")),
+    ("norms", ("layer_norm", "aten::linalg_vector_norm", "aten::norm")),
+    ("softmax / cross-entropy", ("softmax", "nll_loss", "cross_entropy")),
+    ("GELU", ("gelu",)),
+    ("reductions", ("aten::sum", "aten::mean", "aten::amax", "aten::max")),
+    ("optimizer", ("adam", "aten::_foreach", "aten::lerp", "aten::addcdiv", "aten::addcmul", "aten::sqrt")),
+    ("elementwise", ("aten::mul", "aten::add", "aten::sub", "aten::div", "aten::neg", "aten::where",
+                     "aten::masked_fill", "aten::pow", "aten::rsqrt", "aten::exp", "aten::log", "aten::fill_",
+                     "aten::zero_", "aten::clamp", "aten::sign", "aten::abs", "aten::leaky_relu")),
+)
+
+
+def op_family(name: str) -> str:
+    lowered = name.lower()
+    for family, needles in OP_FAMILIES:
+        if any(needle.lower() in lowered for needle in needles):
+            return family
+    return "other"
+
+
+def profile_step(fn: Callable[[], object], device: torch.device, top: int = 12) -> dict:
+    """One call of ``fn`` under torch.profiler: self time per op family and the ``top`` ops (by
+    self time, with their input shapes). CPU: host self time; CUDA: the kernels' device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()  # warm
+    with profile(activities=activities, record_shapes=True) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages(group_by_input_shape=True) if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    families: dict[str, float] = {}
+    for e in events:
+        families[op_family(e.key)] = families.get(op_family(e.key), 0.0) + getattr(e, attr) / 1e6
+    ops = sorted(events, key=lambda e: -getattr(e, attr))[:top]
+    return {"total_s": total / 1e6, "clock": "device" if device.type == "cuda" else "host",
+            "families": dict(sorted(families.items(), key=lambda kv: -kv[1])),
+            "top_ops": [{"op": e.key, "shapes": str(e.input_shapes)[:120], "calls": e.count,
+                         "s": getattr(e, attr) / 1e6} for e in ops]}
+
+
+def render_profiles(profiles: dict) -> str:
+    """Per task: a family table with one column per implementation, then each one's top ops."""
+    lines = []
+    for task, by_impl in profiles.items():
+        impls = list(by_impl)
+        families = []
+        for prof in by_impl.values():
+            families += [f for f in prof["families"] if f not in families]
+        lines += ["", f"### profile: {task} (self time per op family, one step)", "",
+                  "| op family | " + " | ".join(impls) + " |", "|---|" + "---|" * len(impls)]
+        for family in families:
+            lines.append(f"| {family} | " + " | ".join(
+                fmt_time(by_impl[i]["families"].get(family)) for i in impls) + " |")
+        lines.append("| **total** | " + " | ".join(f"**{fmt_time(by_impl[i]['total_s'])}**" for i in impls) + " |")
+        for impl, prof in by_impl.items():
+            lines += ["", f"top ops, {impl}:", "", "| op | input shapes | calls | self time |", "|---|---|---|---|"]
+            lines += [f"| {o['op']} | {o['shapes']} | {o['calls']} | {fmt_time(o['s'])} |" for o in prof["top_ops"]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------------
 
@@ -506,6 +581,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="keep adding timed runs (up to 3x --repeats) while a cell's runs took less than this")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, profile one step of each training task per implementation and "
+                             "precision: self time per op family and the top ops (torch.profiler)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -580,6 +658,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return fn()
         return run
 
+    profiles: dict[str, dict] = {}
     print(f"bench: {header['device']}, config {setup.name}, peer {precisions or 'off'}", flush=True)
     if "sample" in tasks:
         for b in setup.sample_batches:
@@ -601,12 +680,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         fns = {f"ours {d}": task(DTYPES[d])["ours"] for d in dtypes}
         fns.update({f"peer {p}": peer_fn(task, p) for p in precisions})
         record(label, timer.compare(fns))
+        if args.profile and task_name.endswith("_train"):
+            profiles[label] = {name: profile_step(fn, device) for name, fn in fns.items()}
 
     print()
     print(render(rows, header))
+    if profiles:
+        print(render_profiles(profiles))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"header": header, "rows": rows, "profiles": profiles}, indent=2))
     return 0
 
 

@@ -29,6 +29,33 @@ def test_bench_quick_runs_on_cpu_without_the_peer(tmp_path):
     assert data["header"]["matmul_peak"]["fp32"] > 0
 
 
+def test_bench_profile_splits_each_training_step_into_op_families(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--device", "cpu", "--threads", "1",
+         "--only", "maskgit_train,cvivit_train", "--profile", "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "### profile: C-ViViT train step" in result.stdout
+    profiles = json.loads(out.read_text())["profiles"]
+    assert sorted(profiles) == ["C-ViViT train step b2", "MaskGit train step b2"]
+    for by_impl in profiles.values():
+        prof = by_impl["ours fp32"]
+        assert prof["total_s"] > 0 and prof["families"]["matmul"] > 0 and prof["top_ops"]
+        assert abs(sum(prof["families"].values()) - prof["total_s"]) < 1e-6 * max(1.0, prof["total_s"]) + 1e-6
+
+
+def test_precision_ab_runs_both_precisions_from_one_seed(tmp_path):
+    out = tmp_path / "ab.json"
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "precision_ab.py"), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stage = json.loads(out.read_text())["tokenizer"]
+    assert [(r["precision"], r["seed"]) for r in stage["runs"]] == [("fp32", 0), ("bf16", 0), ("fp32", 1)]
+    assert all(len(r["losses"]) == 4 for r in stage["runs"])
+    assert stage["runs"][0]["losses"] != stage["runs"][1]["losses"]  # bf16 really ran in bf16
+
+
 def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
     """bench/gpu_check.sh is what a rare GPU runs as is: its CPU dry run keeps it from rotting."""
     import os
