@@ -1,15 +1,33 @@
-"""ComfyUI nodes for Phenaki. Part of the pack, never a top-level package: ComfyUI has its own
-top-level ``nodes`` module, so everything here is imported relatively (``from .nodes import ...``).
+"""ComfyUI nodes for Phenaki, on ComfyUI's V3 node schema. Part of the pack, never a top-level
+package: ComfyUI has its own top-level ``nodes`` module, so everything here is imported relatively
+(``from .nodes import ...``).
 
     comfy_adapter.py  the only module that imports ComfyUI, with fallbacks for plain Python
+    io_fallback.py    the V3 schema classes the nodes use, for where comfy_api is absent
     sockets.py        PHENAKI_MODEL / PHENAKI_COND / PHENAKI_TOKENS objects
     glue.py           loading, checks, priming, progress and layout helpers
     phenaki_nodes.py  the node classes (schema + plumbing)
+
+ComfyUI registers the nodes through ``comfy_entrypoint`` (the pack's root ``__init__.py`` exports
+it); importing this package registers nothing and touches no folder.
 """
 
-from . import comfy_adapter
-from .phenaki_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from . import comfy_adapter, glue
+from .phenaki_nodes import NODES
 
-comfy_adapter.register_model_folder()
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+class PhenakiExtension(comfy_adapter.ComfyExtension):
+    async def on_load(self) -> None:
+        """At ComfyUI's start: models/phenaki, and the example picture in the input folder."""
+        comfy_adapter.register_model_folder()
+        glue.provide_example_image(comfy_adapter.input_directory())
+
+    async def get_node_list(self) -> list:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> PhenakiExtension:
+    return PhenakiExtension()
+
+
+__all__ = ["comfy_entrypoint", "NODES"]

@@ -1,9 +1,12 @@
-"""The only module of the pack that imports ComfyUI (``comfy.*``, ``folder_paths``).
+"""The only module of the pack that imports ComfyUI (``comfy.*``, ``comfy_api``, ``folder_paths``).
 
-Inside ComfyUI every function here delegates to ComfyUI; outside it (pytest, scripts) each one
-has a plain fallback, so the nodes run anywhere:
+Inside ComfyUI every name here delegates to ComfyUI; outside it (pytest, scripts) each one has a
+plain fallback, so the nodes run anywhere:
 
-    function                  in ComfyUI                                        fallback
+    name                      in ComfyUI                                        fallback
+    io, ComfyExtension        comfy_api.v0_0_2 (the V3 node API, a numbered     io_fallback.py: the same
+                              version: ``latest`` changes without warning)      schema classes, no executor
+    comfyui_problem()         why this ComfyUI cannot load the nodes, or None   None
     add_model_folder/...      folder_paths (models/phenaki + extra_model_paths)  folders added here
     load_device()             model_management.get_torch_device()                cuda if available, else cpu
     offload_device(load)      model_management.unet_offload_device()             the load device itself
@@ -13,6 +16,7 @@ has a plain fallback, so the nodes run anywhere:
     check_interrupted()       throw_exception_if_processing_interrupted()        nothing
     ProgressBar(total)        comfy.utils.ProgressBar                            tqdm
     previews_enabled()        --preview-method / the UI's live preview setting   False
+    input_directory()         folder_paths.get_input_directory() (Load Image)    None
 
 ``check_interrupted`` raises ComfyUI's ``InterruptProcessingException`` (a ``BaseException``):
 callers must let it through, never catch it.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Iterable, Optional
 
 import torch
@@ -38,6 +43,47 @@ except ImportError:
 IN_COMFYUI = _mm is not None
 MODEL_FOLDER = "phenaki"  # models/phenaki
 _fallback_model_dirs: list[str] = []
+
+try:  # ComfyUI's V3 node API, at a numbered version
+    from comfy_api.v0_0_2 import ComfyExtension, io
+    _V3_ERROR = None
+except ImportError as exc:  # not in ComfyUI, or a ComfyUI older than its V3 node API
+    from .io_fallback import ComfyExtension, io
+    _V3_ERROR = f"{type(exc).__name__}: {exc}"
+
+# The first ComfyUI release with everything the nodes use from comfy_api.v0_0_2: V3 nodes loaded
+# through comfy_entrypoint (0.3.48) and Schema.search_aliases (0.11.0). pyproject.toml's
+# requires-comfyui says the same.
+MIN_COMFYUI = "0.11.0"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def comfyui_version() -> Optional[str]:
+    """The running ComfyUI's version (comfyui_version.py, ComfyUI 0.3.11 and newer), or None."""
+    if not IN_COMFYUI:
+        return None
+    try:
+        import comfyui_version
+    except ImportError:
+        return None
+    return str(getattr(comfyui_version, "__version__", "")) or None
+
+
+def comfyui_problem() -> Optional[str]:
+    """Why the running ComfyUI cannot load the nodes, in one line; None outside ComfyUI or when it can."""
+    if not IN_COMFYUI:
+        return None
+    version = comfyui_version()
+    if version is not None and _version_tuple(version) < _version_tuple(MIN_COMFYUI):
+        return (f"Phenaki nodes not loaded: they need ComfyUI {MIN_COMFYUI} or newer (its V3 node API), "
+                f"this is ComfyUI {version}; update ComfyUI")
+    if _V3_ERROR is not None:
+        return (f"Phenaki nodes not loaded: ComfyUI's V3 node API (comfy_api.v0_0_2) did not import ({_V3_ERROR}); "
+                f"they need ComfyUI {MIN_COMFYUI} or newer")
+    return None
 
 
 # --- model files ---------------------------------------------------------------------------------
@@ -161,6 +207,11 @@ def previews_enabled() -> bool:
     from comfy.cli_args import LatentPreviewMethod, args
 
     return args.preview_method != LatentPreviewMethod.NoPreviews
+
+
+def input_directory() -> Optional[str]:
+    """ComfyUI's input folder, where Load Image looks (None outside ComfyUI)."""
+    return _folder_paths.get_input_directory() if IN_COMFYUI else None
 
 
 def preview_max_size() -> int:

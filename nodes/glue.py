@@ -7,8 +7,11 @@ Layouts: ComfyUI IMAGE is ``[frames, H, W, C]`` float in 0..1; phenaki_core vide
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import shutil
 import weakref
 from pathlib import Path
 from typing import Callable, Optional
@@ -59,6 +62,17 @@ def checkpoint_path(name: str) -> Path:
         raise CheckpointError(f"checkpoint {name!r} is not in the phenaki model folder (models/phenaki); "
                               f"put the .safetensors file there and refresh, or pick {BUNDLED!r}")
     return Path(path)
+
+
+def checkpoint_fingerprint(name: str) -> tuple:
+    """What identifies a checkpoint's contents without reading it: path, mtime and size (the name
+    alone when it cannot be found; the loader then says why)."""
+    try:
+        path = checkpoint_path(name)
+        stat = path.stat()
+    except (PhenakiError, OSError):
+        return (name,)
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
 def pick_device(device: str) -> torch.device:
@@ -492,8 +506,9 @@ def decode_tokens(tokens: PhenakiTokens, include_prime: bool = True) -> torch.Te
     return video_to_images(video)
 
 
-# --- the example clip ----------------------------------------------------------------------------
+# --- the example clip and picture -----------------------------------------------------------------
 EXAMPLE_CLIPS = Path(__file__).resolve().parent / "example_clips"
+EXAMPLE_IMAGE = EXAMPLE_CLIPS / "phenaki_example_image.png"  # the image-to-video template's Load Image
 
 
 def example_clip_choices() -> list[str]:
@@ -513,3 +528,29 @@ def load_example_clip(name: str) -> tuple[torch.Tensor, float]:
             frames.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255))
     # GIF stores delays in 10 ms steps (125 ms is written as 120 or 130): the rate is the clip's, not the file's
     return video_to_images(torch.stack(frames).permute(3, 0, 1, 2).unsqueeze(0)), EXAMPLE_CLIP_FPS
+
+
+def provide_example_image(input_dir: Optional[str]) -> Optional[Path]:
+    """Copy the pack's example picture into ComfyUI's input folder, where Load Image looks, so the
+    image-to-video template runs as opened. Only when no file of that name is there: a file the
+    user put (or replaced) there is never overwritten. The copy is written to a temporary name and
+    renamed, so Load Image never lists a half-written file. Returns the path, or None when there is
+    no input folder or it cannot be written (logged in one line; the other templates still work)."""
+    if not input_dir:
+        return None
+    target = Path(input_dir) / EXAMPLE_IMAGE.name
+    if os.path.lexists(target):
+        return target
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(EXAMPLE_IMAGE, partial)
+        os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        logger.warning("Phenaki: could not copy the example picture into ComfyUI's input folder (%s); the "
+                       "image-to-video template needs a picture picked in Load Image", exc)
+        return None
+    logger.info("Phenaki: copied the example picture %s into ComfyUI's input folder", target.name)
+    return target

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from helpers import build_tiny, pack_parts, sample_scene, save_tiny_bundle
+from helpers import build_tiny, encode_text, load_model, pack_parts, sample_scene, save_tiny_bundle
 
 
 @pytest.fixture
@@ -63,14 +63,12 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def model(model_dir):
     """tiny.safetensors through Load Phenaki (cpu, fp32): 8x8 frames, at most 17, MiniLM text."""
-    (loaded,) = pack_parts()[1]["PhenakiLoader"]().load("tiny.safetensors", "cpu", "fp32")
-    return loaded
+    return load_model("tiny.safetensors", "cpu", "fp32")
 
 
 @pytest.fixture(scope="session")
 def cond(model):
-    (encoded,) = pack_parts()[1]["PhenakiEncodeText"]().encode(model, "a red circle moving right", "")
-    return encoded
+    return encode_text(model, "a red circle moving right", "")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ conftest.py."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib.util
 import sys
@@ -70,39 +71,131 @@ def save_tiny_bundle(path: Path, seed: int = 0) -> Path:
     return save_bundle(path, build_tiny(seed, maskgit=maskgit), MINILM_SPEC)
 
 
+_NODES: dict = {}  # node ID -> class, as comfy_entrypoint registers them
+
+
 def pack_parts():
-    """(pack, NODE_CLASS_MAPPINGS, glue, comfy_adapter) of the pack, imported like ComfyUI does."""
+    """(pack, the nodes by node ID, glue, comfy_adapter) of the pack, imported like ComfyUI does; the
+    nodes are what its ``comfy_entrypoint`` registers."""
     pack = load_pack()
-    return (pack, pack.NODE_CLASS_MAPPINGS, sys.modules[f"{PACK}.nodes.glue"],
-            sys.modules[f"{PACK}.nodes.comfy_adapter"])
+    if not _NODES:
+        extension = asyncio.run(pack.comfy_entrypoint())
+        _NODES.update({cls.define_schema().node_id: cls for cls in asyncio.run(extension.get_node_list())})
+    return pack, _NODES, sys.modules[f"{PACK}.nodes.glue"], sys.modules[f"{PACK}.nodes.comfy_adapter"]
 
 
-# One call per node, with the nodes' own argument order (saved graphs pass widget values by position)
-# and small defaults: 2 steps, 9 frames a scene.
+def run(node_id: str, **inputs) -> tuple:
+    """A node's outputs, in order, called as ComfyUI calls it: ``execute(**inputs)``."""
+    output = pack_parts()[1][node_id].execute(**inputs)
+    assert type(output).__name__ == "NodeOutput", f"{node_id} returned {type(output).__name__}, not io.NodeOutput"
+    return output.args
+
+
+# One call per node, with the nodes' own input names and small defaults: 2 steps, 9 frames a scene.
 STEPS = 2
+
+
+def load_model(ckpt_name, device="cpu", dtype="fp32", t5_folder=""):
+    (model,) = run("PhenakiLoader", ckpt_name=ckpt_name, device=device, dtype=dtype, t5_folder=t5_folder)
+    return model
+
+
+def encode_text(model, prompt, negative_prompt=""):
+    (cond,) = run("PhenakiEncodeText", model=model, prompt=prompt, negative_prompt=negative_prompt)
+    return cond
 
 
 def sample_scene(model, cond, frames=9, steps=STEPS, cond_scale=3.0, temperature=0.9, critic_noise=1.0, seed=0,
                  **optional):
-    (tokens,) = load_pack().NODE_CLASS_MAPPINGS["PhenakiSampleScene"]().sample(
-        model, cond, frames, steps, cond_scale, temperature, critic_noise, seed, **optional)
+    (tokens,) = run("PhenakiSampleScene", model=model, cond=cond, frames=frames, steps=steps, cond_scale=cond_scale,
+                    temperature=temperature, critic_noise=critic_noise, seed=seed, **optional)
     return tokens
 
 
 def chain_scenes(model, prompts, frames=9, prime_frames=5, steps=STEPS, cond_scale=3.0, temperature=0.9,
                  critic_noise=1.0, seed=0, **optional):
     """(images, fps, scene starts) of Phenaki Chain Scenes."""
-    return load_pack().NODE_CLASS_MAPPINGS["PhenakiChainScenes"]().chain(
-        model, prompts, frames, prime_frames, steps, cond_scale, temperature, critic_noise, seed, **optional)
+    return run("PhenakiChainScenes", model=model, prompts=prompts, frames_per_scene=frames, prime_frames=prime_frames,
+               steps=steps, cond_scale=cond_scale, temperature=temperature, critic_noise=critic_noise, seed=seed,
+               **optional)
 
 
 def encode_video(model, images, **optional):
     """The tokens of Phenaki Encode Video; its report must be one line."""
-    tokens, report = load_pack().NODE_CLASS_MAPPINGS["PhenakiEncodeVideo"]().encode(model, images, **optional)
+    tokens, report = run("PhenakiEncodeVideo", model=model, images=images, **optional)
     assert isinstance(report, str) and "\n" not in report and "1 frames" not in report
     return tokens
 
 
 def decode(tokens, include_prime=True):
     """(images, fps) of Phenaki Decode."""
-    return load_pack().NODE_CLASS_MAPPINGS["PhenakiDecode"]().decode(tokens, include_prime)
+    return run("PhenakiDecode", tokens=tokens, include_prime=include_prime)
+
+
+# --- what /object_info shows of a node, and the part of it a saved graph depends on ------------------
+WIDGET_OPTIONS = ("default", "min", "max", "step", "multiline", "control_after_generate")
+
+
+def node_info(cls) -> dict:
+    """A V3 node's /object_info entry, as ComfyUI's ``Schema.get_v1_info`` writes it (the keys the
+    pack's schemas use), built from ``define_schema()``: works on ComfyUI's io and on the fallback."""
+    schema = cls.define_schema()
+    inputs: dict = {"required": {}}
+    for spec in schema.inputs:
+        options = {"tooltip": spec.tooltip}
+        options.update({key: getattr(spec, key, None) for key in WIDGET_OPTIONS})
+        if spec.io_type == "COMBO":
+            options["options"] = spec.options
+        inputs.setdefault("optional" if spec.optional else "required", {})[spec.id] = [
+            spec.io_type, {k: v for k, v in options.items() if v is not None}]
+    return {"input": inputs, "input_order": {section: list(names) for section, names in inputs.items()},
+            "output": [o.io_type for o in schema.outputs],
+            "output_name": [o.display_name or o.io_type for o in schema.outputs],
+            "output_tooltips": [o.tooltip for o in schema.outputs], "name": schema.node_id,
+            "display_name": schema.display_name, "category": schema.category, "description": schema.description,
+            "search_aliases": schema.search_aliases}
+
+
+def interface(info: dict) -> dict:
+    """What saved graphs and API prompts depend on, from an /object_info entry (V1 or V3 style):
+    the node's name, its inputs in the frontend's order (required, then optional) with their
+    types, choices, defaults and ranges, and its outputs. Tooltips and descriptions are left out."""
+    inputs = []
+    for section in ("required", "optional"):
+        for name in info["input_order"].get(section, []):
+            kind, options = info["input"][section][name]
+            choices = kind if isinstance(kind, list) else options.get("options")
+            kind = "COMBO" if isinstance(kind, list) else kind
+            widget = {key: options[key] for key in WIDGET_OPTIONS if key in options}
+            if not widget.get("multiline", False):
+                widget.pop("multiline", None)  # single-line text: V3 says multiline False, V1 said nothing
+            inputs.append((section, name, kind, choices, widget))
+    return {"display_name": info["display_name"], "category": info["category"], "inputs": inputs,
+            "output": list(info["output"]), "output_name": list(info["output_name"])}
+
+
+def ui_to_api(workflow: dict, inputs_of) -> dict:
+    """A UI graph as the API prompt ComfyUI's frontend makes of it (its graphToPrompt), the way a saved
+    graph is loaded and queued: each node's ``widgets_values`` go, by position, to its widget inputs in
+    the order ``inputs_of(node_type)`` gives as ``(name, is_widget, control_after_generate)`` (a
+    control-after-generate widget stores one more value, the control); a linked input becomes
+    ``[source node id, output slot]``. Values left over (Load Image's upload button) stay in the UI.
+    Notes (no inputs, no outputs) are not part of the prompt."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in ("Note", "MarkdownNote") or node.get("mode", 0) in (2, 4):  # notes, muted, bypassed
+            continue
+        linked = {slot["name"]: [str(links[slot["link"]][1]), links[slot["link"]][2]]
+                  for slot in node.get("inputs", []) if slot.get("link") is not None}
+        values = list(node.get("widgets_values") or [])
+        inputs = {}
+        for name, is_widget, control in inputs_of(node["type"]):
+            if is_widget and values:  # none left: saved before a trailing optional widget existed (its default)
+                inputs[name] = values.pop(0)
+                if control and values:
+                    values.pop(0)
+            if name in linked:
+                inputs[name] = linked[name]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt

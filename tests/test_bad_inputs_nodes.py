@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from phenaki_core import MINILM_SPEC, TextEncoderSpec
 
-from helpers import PACK, chain_scenes, encode_video, pack_parts, sample_scene, save_tiny_bundle
+from helpers import PACK, chain_scenes, encode_text, encode_video, load_model, pack_parts, sample_scene, save_tiny_bundle
 
 pack, nodes, glue, adapter = pack_parts()
 PhenakiError = sys.modules[f"{PACK}.phenaki_core.errors"].PhenakiError
@@ -59,8 +59,7 @@ def bad_files(tmp_path_factory):
 
 
 def load(name, device="cpu", dtype="fp32", t5_folder=""):
-    (model,) = nodes["PhenakiLoader"]().load(name, device, dtype, t5_folder)
-    return model
+    return load_model(name, device, dtype, t5_folder)
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +132,14 @@ TEXT_CASES = [
 
 @pytest.mark.parametrize("prompt, message", TEXT_CASES)
 def test_encode_text_refuses_bad_prompts(model, cond, reference, no_load, prompt, message):
-    refused(lambda: nodes["PhenakiEncodeText"]().encode(model, prompt, ""), message)
+    refused(lambda: encode_text(model, prompt, ""), message)
     no_load.undo()
     still_works(model, cond, reference)
 
 
 def test_long_prompt_is_truncated_and_blank_negative_is_no_negative(model, caplog):
     with caplog.at_level("WARNING"):
-        (long,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right " * 300, " \n ")
+        long = encode_text(model, "a red circle moving right " * 300, " \n ")
     assert "truncated" in caplog.text
     assert long.text.embeds.shape[1] == MINILM_SPEC.max_length and long.negative is None
 
@@ -262,14 +261,14 @@ def test_odd_but_valid_images_are_accepted(model):
     assert encode_video(model, torch.rand(2, 100, 7, 4)).num_frames == 1
 
 
-# --- the same checks before the graph runs (VALIDATE_INPUTS) ------------------------------------------
+# --- the same checks before the graph runs (validate_inputs) ------------------------------------------
 ABSENT = sys.modules[f"{PACK}.nodes.phenaki_nodes"].ABSENT
 NEEDS_THE_RUN = ("longer than the prime clip",)  # the prime's length is known only when the node runs
 
 
 def pre_run(node: str, **inputs):
-    """What ComfyUI's validation gets from VALIDATE_INPUTS: True, or the message it shows on the node."""
-    return nodes[node].VALIDATE_INPUTS(**inputs)
+    """What ComfyUI's validation gets from validate_inputs: True, or the message it shows on the node."""
+    return nodes[node].validate_inputs(**inputs)
 
 
 @pytest.mark.parametrize("kwargs, message", [c for c in SAMPLE_CASES if set(c[0]) <= {"frames", "prime", "prime_frames"}
@@ -298,7 +297,7 @@ def test_chain_scenes_refuses_the_same_before_the_run(model, no_load, kwargs, me
 
 @pytest.mark.parametrize("prompt, message", [c for c in TEXT_CASES if isinstance(c[0], str)])
 def test_encode_text_refuses_the_same_before_the_run(model, no_load, prompt, message):
-    error = refused(lambda: nodes["PhenakiEncodeText"]().encode(model, prompt, ""), message)
+    error = refused(lambda: encode_text(model, prompt, ""), message)
     assert pre_run("PhenakiEncodeText", prompt=prompt) == str(error)
 
 

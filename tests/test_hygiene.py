@@ -22,8 +22,8 @@ from phenaki_core import PhenakiPipeline, SamplerConfig, sample_ids
 from phenaki_core.cli import main
 from phenaki_core.pipeline import make_video
 
-from helpers import (build_tiny, chain_scenes, decode, encode_video, pack_parts, random_text, sample_scene,
-                     save_tiny_bundle)
+from helpers import (build_tiny, chain_scenes, decode, encode_text, encode_video, load_model, pack_parts, random_text,
+                     sample_scene, save_tiny_bundle)
 
 pack, nodes, glue, adapter = pack_parts()
 
@@ -113,8 +113,7 @@ def test_a_story_cancelled_in_its_second_scene_leaves_the_model_as_it_was():
 
 # --- the nodes: cancel, cache, memory -----------------------------------------------------------------
 def load(name="tiny.safetensors", dtype="fp32"):
-    (model,) = nodes["PhenakiLoader"]().load(name, "cpu", dtype)
-    return model
+    return load_model(name, "cpu", dtype)
 
 
 def test_a_cancelled_node_run_leaves_the_model_as_it_was(model, cond, monkeypatch):
@@ -203,7 +202,7 @@ def test_nodes_run_offline(tmp_path, no_network):
     save_tiny_bundle(tmp_path / f"{PREFIX}offline.safetensors")  # a file no other test has loaded
     adapter.add_model_folder(tmp_path)
     model = load(f"{PREFIX}offline.safetensors")
-    (cond,) = nodes["PhenakiEncodeText"]().encode(model, "a red circle moving right", "a blue square")
+    cond = encode_text(model, "a red circle moving right", "a blue square")
     tokens = sample_scene(model, cond)
     images, _ = decode(tokens)
     clip = encode_video(model, images)

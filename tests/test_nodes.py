@@ -1,12 +1,23 @@
 """The ComfyUI nodes, called in-process outside ComfyUI (the adapter's fallbacks), on a tiny model:
-what each node makes, its progress and previews, and the pack's shape. Bad input to the nodes is
-in test_bad_inputs_nodes.py.
+what each node makes, its progress and previews, and the pack's shape: V3 nodes registered by
+``comfy_entrypoint`` with the interface the V1 nodes had. Bad input to the nodes is in
+test_bad_inputs_nodes.py; image to video in test_image_to_video.py.
 
 The pack is imported the way ComfyUI imports it: its root ``__init__.py`` as a package, so that
-``nodes/`` and its copy of ``phenaki_core`` are subpackages (relative imports only).
+``nodes/`` and its copy of ``phenaki_core`` are subpackages (relative imports only). Nodes are
+called as ComfyUI calls them: ``execute(**inputs)``, which returns an ``io.NodeOutput``.
 """
 
 from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import sys
+import types
 
 import pytest
 import torch
@@ -14,9 +25,12 @@ import torch
 from phenaki_core import MINILM_SPEC, SamplerConfig
 from phenaki_core.sampling import REMASK_MODES
 
-from helpers import ROOT, STEPS, chain_scenes, decode, encode_video, pack_parts, sample_scene
+from helpers import (ROOT, STEPS, chain_scenes, decode, encode_text, encode_video, interface, load_model, node_info,
+                     pack_parts, run, sample_scene, save_tiny_bundle)
 
 pack, nodes, glue, adapter = pack_parts()
+io = adapter.io
+V1_NODE_INFO = json.loads((ROOT / "tests" / "fixtures" / "saved_before_v3" / "v1_node_info.json").read_text())
 
 
 class FakeProgressBar:
@@ -42,29 +56,69 @@ def progress(monkeypatch):
     return bars
 
 
-# --- the pack --------------------------------------------------------------------------------------
-def test_mappings_are_prefixed_and_complete():
-    expected = {"PhenakiLoader", "PhenakiEncodeText", "PhenakiSampleScene", "PhenakiChainScenes",
-                "PhenakiEncodeVideo", "PhenakiDecode", "PhenakiExampleClip"}
-    assert set(nodes) == expected
-    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == expected
-    for name, cls in nodes.items():
-        assert callable(getattr(cls(), cls.FUNCTION)), name
-        assert cls.CATEGORY == "Phenaki"
-        assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
-        assert "required" in cls.INPUT_TYPES()
-    for name in ("PhenakiSampleScene", "PhenakiChainScenes"):
-        seed = nodes[name].INPUT_TYPES()["required"]["seed"]
-        assert seed[0] == "INT" and seed[1]["control_after_generate"] is True and seed[1]["max"] == 2**64 - 1
+# --- the pack ----------------------------------------------------------------------------------------
+NODE_IDS = ["PhenakiLoader", "PhenakiEncodeText", "PhenakiSampleScene", "PhenakiChainScenes", "PhenakiEncodeVideo",
+            "PhenakiDecode", "PhenakiExampleClip"]
+
+
+def test_comfy_entrypoint_registers_the_seven_v3_nodes_with_their_old_ids():
+    extension = asyncio.run(pack.comfy_entrypoint())
+    assert isinstance(extension, adapter.ComfyExtension)
+    classes = asyncio.run(extension.get_node_list())
+    assert [cls.define_schema().node_id for cls in classes] == NODE_IDS == list(nodes)
+    for cls in classes:
+        assert issubclass(cls, io.ComfyNode)
+        schema = cls.define_schema()
+        assert schema.category == "Phenaki" and schema.description
+        assert inspect.ismethod(cls.execute) and inspect.ismethod(cls.define_schema)  # classmethods, as V3 wants
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS") and not hasattr(pack, "NODE_DISPLAY_NAME_MAPPINGS")  # no V1
+
+
+@pytest.mark.parametrize("node_id", NODE_IDS)
+def test_the_v3_schema_keeps_the_v1_interface(node_id):
+    """Display name, inputs in order (their types, choices, defaults, ranges), outputs in order: what saved
+    UI graphs (widget values by position) and API prompts (inputs by name) depend on."""
+    old = V1_NODE_INFO[node_id]
+    info = node_info(nodes[node_id])
+    assert interface(info) == interface(old)
+    assert set(old["search_aliases"]) <= set(info["search_aliases"])
+    schema = nodes[node_id].define_schema()
+    optional = [spec.optional for spec in schema.inputs]
+    assert optional == sorted(optional), "required inputs first: the frontend's widget order is the schema's"
+
+
+def test_sampling_nodes_keep_the_seed_widget_with_control_after_generate():
+    for node_id in ("PhenakiSampleScene", "PhenakiChainScenes"):
+        (seed,) = [spec for spec in nodes[node_id].define_schema().inputs if spec.id == "seed"]
+        assert seed.io_type == "INT" and seed.control_after_generate is True and seed.max == 2**64 - 1
+        assert seed.default == 0 and not seed.optional
 
 
 def test_every_input_and_output_has_a_tooltip():
-    for name, cls in nodes.items():
-        for section, inputs in cls.INPUT_TYPES().items():
-            for input_name, (_kind, *options) in inputs.items():
-                assert options and options[0].get("tooltip"), f"{name}.{input_name} has no tooltip"
-        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES), f"{name}: a tooltip per output"
-        assert all(cls.OUTPUT_TOOLTIPS) and cls.DESCRIPTION, name
+    for node_id, cls in nodes.items():
+        schema = cls.define_schema()
+        for spec in schema.inputs:
+            assert spec.tooltip, f"{node_id}.{spec.id} has no tooltip"
+        assert schema.outputs and all(o.tooltip for o in schema.outputs), f"{node_id}: a tooltip per output"
+
+
+@pytest.mark.parametrize("node_id", ["PhenakiEncodeText", "PhenakiSampleScene", "PhenakiChainScenes"])
+def test_validate_inputs_names_only_the_nodes_own_inputs(node_id):
+    """ComfyUI passes validate_inputs the inputs its parameters name: a misspelt one would never arrive."""
+    ids = {spec.id for spec in nodes[node_id].define_schema().inputs}
+    assert "validate_inputs" in vars(nodes[node_id])
+    assert set(inspect.signature(nodes[node_id].validate_inputs).parameters) <= ids
+
+
+@pytest.mark.parametrize("node_id", NODE_IDS)
+def test_execute_takes_every_input_by_name_with_defaults_for_the_optional_ones(node_id):
+    """ComfyUI calls execute(**inputs) with the inputs a graph has: an optional one may be absent."""
+    schema = nodes[node_id].define_schema()
+    parameters = inspect.signature(nodes[node_id].execute).parameters
+    assert list(parameters) == [spec.id for spec in schema.inputs]
+    for spec in schema.inputs:
+        if spec.optional:
+            assert parameters[spec.id].default is not inspect.Parameter.empty, f"{node_id}.{spec.id} needs a default"
 
 
 SEARCHES = {  # what a user types into the node search -> the nodes it must find
@@ -73,17 +127,20 @@ SEARCHES = {  # what a user types into the node search -> the nodes it must find
     "story": {"PhenakiChainScenes"},
     "video": {"PhenakiSampleScene", "PhenakiChainScenes", "PhenakiEncodeVideo", "PhenakiDecode"},
     "continue": {"PhenakiSampleScene", "PhenakiEncodeVideo"},
+    "image to video": {"PhenakiEncodeVideo", "PhenakiSampleScene"},
+    "i2v": {"PhenakiEncodeVideo", "PhenakiSampleScene"},
 }
 
 
-def searchable(cls, node_id: str) -> str:
-    """What ComfyUI's frontend searches: the node's id, display name and search aliases (SEARCH_ALIASES)."""
-    return " | ".join([node_id, pack.NODE_DISPLAY_NAME_MAPPINGS[node_id], *cls.SEARCH_ALIASES]).lower()
+def searchable(cls) -> str:
+    """What ComfyUI's frontend searches: the node's id, display name and search aliases."""
+    schema = cls.define_schema()
+    return " | ".join([schema.node_id, schema.display_name, *schema.search_aliases]).lower()
 
 
 @pytest.mark.parametrize("query", list(SEARCHES))
 def test_the_node_search_finds_the_right_nodes(query):
-    found = {node_id for node_id, cls in nodes.items() if query in searchable(cls, node_id)}
+    found = {node_id for node_id, cls in nodes.items() if query in searchable(cls)}
     assert SEARCHES[query] <= found, f"{query!r} finds {sorted(found)}"
 
 
@@ -96,6 +153,8 @@ def test_nodes_is_never_installed_as_a_package():
 
 def test_adapter_fallbacks_outside_comfyui():
     assert adapter.IN_COMFYUI is False
+    assert adapter.comfyui_problem() is None and adapter.input_directory() is None
+    assert io.ComfyNode.__module__.endswith("nodes.io_fallback")  # comfy_api is absent here
     assert adapter.intermediate_device() == torch.device("cpu")
     assert adapter.intermediate_dtype() == torch.float32
     assert adapter.load_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,16 +166,83 @@ def test_adapter_fallbacks_outside_comfyui():
         bar.update_absolute(step, 3, None)
 
 
+# --- a ComfyUI too old for the V3 nodes ----------------------------------------------------------------
+def load_pack_in_a_fake_comfyui(monkeypatch, name: str, version: str):
+    """Import the pack as ComfyUI would, in a process where ``comfy`` imports (but not ``comfy_api``)."""
+    comfy = types.ModuleType("comfy")
+    for sub in ("model_management", "utils"):
+        module = types.ModuleType(f"comfy.{sub}")
+        setattr(comfy, sub, module)
+        monkeypatch.setitem(sys.modules, f"comfy.{sub}", module)
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "folder_paths", types.ModuleType("folder_paths"))
+    monkeypatch.setitem(sys.modules, "comfyui_version", types.SimpleNamespace(__version__=version))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for key in [k for k in sys.modules if k.startswith(name + ".")]:
+            monkeypatch.delitem(sys.modules, key)
+    return module
+
+
+@pytest.mark.parametrize("version, expected", [
+    ("0.10.0", "need ComfyUI 0.11.0 or newer (its V3 node API), this is ComfyUI 0.10.0; update ComfyUI"),
+    ("0.33.0", "V3 node API (comfy_api.v0_0_2) did not import (ModuleNotFoundError"),
+])
+def test_an_older_comfyui_gets_one_log_line_and_no_traceback(monkeypatch, caplog, version, expected):
+    with caplog.at_level(logging.WARNING):
+        old = load_pack_in_a_fake_comfyui(monkeypatch, "phenaki_pack_in_old_comfyui", version)
+    assert not hasattr(old, "comfy_entrypoint")  # nothing for ComfyUI to register
+    (record,) = caplog.records
+    assert record.levelname == "ERROR" and expected in record.getMessage() and "\n" not in record.getMessage()
+    assert "Traceback" not in caplog.text
+
+
+def test_the_required_comfyui_is_the_one_pyproject_names():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    comfy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["comfy"]
+    assert comfy["requires-comfyui"] == f">={adapter.MIN_COMFYUI}"
+
+
 # --- Load Phenaki ----------------------------------------------------------------------------------
+def schema_input(node_id: str, input_id: str):
+    (spec,) = [spec for spec in nodes[node_id].define_schema().inputs if spec.id == input_id]
+    return spec
+
+
 def test_loader_lists_bundled_model_and_safetensors_only(model_dir):
-    choices = nodes["PhenakiLoader"].INPUT_TYPES()["required"]["ckpt_name"][0]
+    choices = schema_input("PhenakiLoader", "ckpt_name").options
     assert choices[0] == "(bundled) shapes64"
     assert "tiny.safetensors" in choices and "sub/other.safetensors" in choices
     assert not any(name.endswith((".pt", ".txt")) for name in choices)
 
 
+def test_loader_fingerprint_changes_when_the_checkpoint_file_does(model_dir, tmp_path):
+    """fingerprint_inputs: ComfyUI serves an unchanged checkpoint from its cache and loads it again
+    once the file changed on disk (retrained, replaced), instead of running on the old weights."""
+    path = save_tiny_bundle(model_dir / "fingerprint.safetensors")
+    loader = nodes["PhenakiLoader"]
+    first = loader.fingerprint_inputs(ckpt_name="fingerprint.safetensors", device="cpu", dtype="fp32", t5_folder="")
+    assert loader.fingerprint_inputs(ckpt_name="fingerprint.safetensors", device="cpu", dtype="fp32") == first
+    stamp = path.stat().st_mtime_ns
+    save_tiny_bundle(path, seed=1)
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    assert loader.fingerprint_inputs(ckpt_name="fingerprint.safetensors", device="cpu", dtype="fp32") != first
+    assert loader.fingerprint_inputs(ckpt_name="gone.safetensors", device="cpu", dtype="fp32") == ("gone.safetensors",)
+
+
+def test_nodes_return_node_outputs_in_schema_order(model, cond, scene9):
+    output = nodes["PhenakiDecode"].execute(tokens=scene9, include_prime=True)
+    assert isinstance(output, io.NodeOutput) and len(output.args) == 2
+    images, fps = output.args
+    assert images.shape == (9, 8, 8, 3) and fps == 8.0
+
+
 def test_loader_reuses_a_loaded_checkpoint(model):
-    (again,) = nodes["PhenakiLoader"]().load("tiny.safetensors", "cpu", "fp32")
+    again = load_model("tiny.safetensors", "cpu", "fp32")
     assert again is model
     assert model.load_device == torch.device("cpu") and model.dtype == torch.float32
     assert model.text_spec.to_dict() == MINILM_SPEC.to_dict()  # the pack's own copy of the class
@@ -127,7 +253,7 @@ def test_encode_text_gives_a_cpu_cond_with_optional_negative(model, cond):
     assert cond.text.embeds.shape[0] == 1 and cond.text.embeds.shape[2] == 384
     assert cond.text.embeds.device.type == "cpu" and cond.negative is None
     assert cond.encoder.to_dict() == MINILM_SPEC.to_dict()
-    (with_negative,) = nodes["PhenakiEncodeText"]().encode(model, "a red\ncircle", "a blue square")
+    with_negative = encode_text(model, "a red\ncircle", "a blue square")
     assert with_negative.prompt == "a red circle" and with_negative.negative is not None
 
 
@@ -186,7 +312,7 @@ def test_a_prime_tail_is_re_encoded_like_scene_chaining(model, cond, scene9):
 
 
 def test_one_model_can_continue_another_models_clip(model, cond, model_dir):
-    (other,) = nodes["PhenakiLoader"]().load("sub/other.safetensors", "cpu", "fp32")
+    other = load_model("sub/other.safetensors", "cpu", "fp32")
     assert other is not model
     prime = sample_scene(other, cond, frames=9, seed=1)  # same text encoder, so the cond fits both
     tokens = sample_scene(model, cond, frames=17, prime=prime, prime_frames=5)
@@ -211,12 +337,12 @@ def test_encode_video_keeps_the_clip_end_and_fits_the_frames(model):
 
 def test_encode_video_reports_what_it_kept_and_cut(model, caplog):
     with caplog.at_level("INFO"):
-        _, report = nodes["PhenakiEncodeVideo"]().encode(model, torch.rand(10, 12, 16, 3))
+        _, report = run("PhenakiEncodeVideo", model=model, images=torch.rand(10, 12, 16, 3))
     assert report == ("Phenaki Encode Video: kept the last 9 frames of 10, dropped 1 from the start (clips have "
                       "1 + k*2 frames, at most 17); 16x12 centre-cropped to its middle 12x12 (about 2 px cut at the "
                       "left and right), resized to 8x8")
     assert report in caplog.text and caplog.records[-1].levelname == "WARNING"  # something was cut
-    _, report = nodes["PhenakiEncodeVideo"]().encode(model, torch.rand(1, 8, 8, 3))
+    _, report = run("PhenakiEncodeVideo", model=model, images=torch.rand(1, 8, 8, 3))
     assert report == "Phenaki Encode Video: kept the one frame; 8x8 as is"
 
 
@@ -249,7 +375,7 @@ def test_resample_indices_keep_the_last_frame_at_the_model_rate():
 
 def test_encode_video_resamples_the_clip_to_the_model_rate(model):
     images = torch.rand(60, 8, 8, 3)  # 2.5 s at 24 fps
-    tokens, report = nodes["PhenakiEncodeVideo"]().encode(model, images, "center", 24.0)
+    tokens, report = run("PhenakiEncodeVideo", model=model, images=images, crop="center", source_fps=24.0)
     keep = glue.resample_indices(60, 24.0, 8.0)[-17:]  # every 3rd frame, the last 17 of them
     assert keep == list(range(11, 60, 3))
     assert torch.equal(tokens.source[0], images[keep].permute(3, 0, 1, 2))
@@ -262,12 +388,12 @@ def test_encode_video_resamples_the_clip_to_the_model_rate(model):
 
 
 def test_example_clip_node_gives_frames_and_their_rate():
-    choices = nodes["PhenakiExampleClip"].INPUT_TYPES()["required"]["clip"][0]
+    choices = schema_input("PhenakiExampleClip", "clip").options
     assert choices == ["phenaki_example_clip.gif"]
-    images, fps = nodes["PhenakiExampleClip"]().load(choices[0])
+    images, fps = run("PhenakiExampleClip", clip=choices[0])
     assert images.shape == (9, 64, 64, 3) and images.dtype == torch.float32 and fps == 8.0
     with pytest.raises(ValueError, match="no example clip 'mine.gif'.*pick one of phenaki_example_clip.gif"):
-        nodes["PhenakiExampleClip"]().load("mine.gif")
+        run("PhenakiExampleClip", clip="mine.gif")
 
 
 def test_encoded_clip_primes_a_scene_with_its_own_frames(model, cond):
@@ -338,10 +464,9 @@ def test_sampling_nodes_offer_every_remask_mode_defaulting_to_the_samplers(model
     monkeypatch.setattr(glue, "sample_scene", lambda m, c, f, sampler, *a: seen.append(sampler.remask) or real(
         m, c, f, sampler, *a))
     for name in ("PhenakiSampleScene", "PhenakiChainScenes"):
-        spec = nodes[name].INPUT_TYPES()["optional"]["remask"]
-        assert tuple(spec[0]) == REMASK_MODES and spec[1]["default"] == SamplerConfig().remask
-    node = nodes["PhenakiSampleScene"]()
-    old_graph = node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0)[0]  # a graph without the remask input
-    critic = node.sample(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0, remask="critic")[0]
+        spec = schema_input(name, "remask")
+        assert spec.optional and tuple(spec.options) == REMASK_MODES and spec.default == SamplerConfig().remask
+    old_graph = sample_scene(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0)  # a graph without the remask input
+    critic = sample_scene(model, cond, 9, STEPS, 3.0, 0.9, 1.0, 0, remask="critic")
     assert seen == [SamplerConfig().remask, "critic"]
     assert not torch.equal(old_graph.ids, critic.ids)

@@ -1,7 +1,9 @@
 """Every workflow: node types exist, links are valid, widget values fit the inputs, each UI workflow
 (example_workflows/, ComfyUI's templates) has a thumbnail and an API-format twin (api_workflows/)
 that says the same thing, and the twins run through the pack's nodes (ComfyUI's own load/save
-nodes replaced by small stand-ins).
+nodes replaced by small stand-ins). The UI graphs saved before the nodes moved to the V3 schema
+(tests/fixtures/saved_before_v3/) still load onto the V3 nodes, value for value, and give the same
+prompts as today's twins.
 
 The twins run on a tiny model in place of the bundled one (always), and on the bundled model
 itself when it is present.
@@ -20,16 +22,17 @@ from PIL import Image, ImageSequence
 
 from phenaki_core.pipeline import BUNDLED_CHECKPOINT
 
-from helpers import ROOT, pack_parts, save_tiny_bundle
+from helpers import ROOT, node_info, pack_parts, save_tiny_bundle, ui_to_api
 
 TEMPLATES = ROOT / "example_workflows"  # UI format only: ComfyUI's templates browser lists every *.json here
 API = ROOT / "api_workflows"  # the API-format twins, where the templates browser does not look
+SAVED_BEFORE_V3 = ROOT / "tests" / "fixtures" / "saved_before_v3"  # UI graphs saved with the V1 nodes
 EXAMPLE_CLIPS = ROOT / "nodes" / "example_clips"
 BUNDLED = "(bundled) shapes64"
 # ComfyUI lists <pack>/<folder>/*.json as templates for each of these folders (app/custom_node_manager.py)
 TEMPLATE_FOLDERS = ["example_workflows", "example", "examples", "workflow", "workflows"]
 
-pack, _, glue, _ = pack_parts()
+pack, NODES, glue, _ = pack_parts()
 
 
 # --- node specs ------------------------------------------------------------------------------------
@@ -56,16 +59,19 @@ class Spec:
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 
-def spec_from_class(cls) -> Spec:
+def spec_from_info(info: dict) -> Spec:
+    """A node's inputs in the frontend's widget order (required, then optional), from its /object_info entry."""
     inputs = []
     for section in ("required", "optional"):
-        for name, (kind, *rest) in cls.INPUT_TYPES().get(section, {}).items():
-            options = dict(rest[0]) if rest else {}
-            if isinstance(kind, list):
-                options["choices"] = kind
-                kind = "COMBO"
+        for name in info["input_order"].get(section, []):
+            kind, options = info["input"][section][name]
+            options = dict(options)
+            if isinstance(kind, list):  # a V1 combo
+                options["choices"], kind = kind, "COMBO"
+            elif kind == "COMBO":  # a V3 combo
+                options["choices"] = options.get("options")
             inputs.append(Input(name, kind, kind in WIDGET_TYPES + ("COMBO",), section == "optional", options))
-    return Spec(inputs, list(cls.RETURN_TYPES))
+    return Spec(inputs, list(info["output"]))
 
 
 # Core nodes used by the workflows, as declared by ComfyUI 0.33.0 (comfy_extras/nodes_images.py,
@@ -98,8 +104,8 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 
 
 def node_spec(node_type: str) -> Spec:
-    if node_type in pack.NODE_CLASS_MAPPINGS:
-        return spec_from_class(pack.NODE_CLASS_MAPPINGS[node_type])
+    if node_type in NODES:
+        return spec_from_info(node_info(NODES[node_type]))
     if node_type in CORE_NODES:
         return CORE_NODES[node_type]
     raise AssertionError(f"unknown node type {node_type!r}: neither a Phenaki node nor a listed core node")
@@ -130,6 +136,15 @@ def ui_files() -> list[Path]:
     return sorted(TEMPLATES.glob("*.json"))
 
 
+def saved_files() -> list[Path]:
+    return sorted(SAVED_BEFORE_V3.glob("Phenaki *.json"))
+
+
+def widget_order(node_type: str) -> list[tuple[str, bool, bool]]:
+    """(name, is_widget, control_after_generate) of a node's inputs, in the frontend's order."""
+    return [(i.name, i.widget, bool(i.options.get("control_after_generate"))) for i in node_spec(node_type).inputs]
+
+
 def api_files() -> list[Path]:
     return sorted(API.glob("*.api.json"))
 
@@ -141,7 +156,8 @@ def twin(path: Path) -> Path:
 
 def test_the_required_workflows_exist():
     names = {p.stem for p in ui_files()}
-    assert {"Phenaki text to video", "Phenaki story", "Phenaki continue a clip"} <= names
+    assert {"Phenaki text to video", "Phenaki story", "Phenaki continue a clip", "Phenaki image to video"} <= names
+    assert {p.stem for p in saved_files()} == {"Phenaki text to video", "Phenaki story", "Phenaki continue a clip"}
     assert {twin(p) for p in ui_files()} == set(api_files()), "every UI workflow needs an API twin and vice versa"
     for path in [*TEMPLATES.rglob("*.json"), *API.rglob("*.json")]:
         json.loads(path.read_text())  # every JSON parses
@@ -160,7 +176,7 @@ def test_the_templates_browser_lists_only_ui_workflows_each_with_a_thumbnail():
             assert np.asarray(image.convert("L")).std() > 5, f"{thumbnail.name} is blank"
 
 
-@pytest.mark.parametrize("path", ui_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ui_files() + saved_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_ui_workflow_is_valid(path):
     workflow = json.loads(path.read_text())
     assert workflow["version"] == 0.4
@@ -216,33 +232,13 @@ def test_ui_workflow_is_valid(path):
         assert len(values) == spec.ui_extra_widgets, f"{where}: {len(values)} widget values left over"
 
 
-@pytest.mark.parametrize("path", ui_files(), ids=lambda p: p.name)
-def test_api_twin_matches_its_ui_workflow(path):
-    ui = json.loads(path.read_text())
-    api = json.loads(twin(path).read_text())
-    nodes = {n["id"]: n for n in ui["nodes"] if n["type"] not in UI_ONLY_NODES}
-    assert set(api) == {str(i) for i in nodes}
-    links = {link[0]: link for link in ui["links"]}
-    for node_id, node in nodes.items():
-        entry = api[str(node_id)]
-        assert entry["class_type"] == node["type"]
-        spec = node_spec(node["type"])
-        inputs = dict(entry["inputs"])
-        expected_links = {slot["name"]: [str(links[slot["link"]][1]), links[slot["link"]][2]]
-                          for slot in node["inputs"] if slot["link"] is not None}
-        for name, source in expected_links.items():
-            assert inputs.pop(name) == source, f"api node {node_id}: input {name} is not linked as in the UI"
-        values = list(node["widgets_values"])
-        for declared in spec.widgets:
-            if not values:
-                break
-            value = values.pop(0)
-            if declared.options.get("control_after_generate"):
-                values.pop(0)  # the UI-only control value
-            if declared.name in expected_links:
-                continue  # a widget driven by a link
-            assert inputs.pop(declared.name) == value, f"api node {node_id}: {declared.name} differs from the UI"
-        assert not inputs, f"api node {node_id}: inputs the UI does not have: {sorted(inputs)}"
+@pytest.mark.parametrize("path", ui_files() + saved_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_ui_graph_loads_as_its_api_twin(path):
+    """Queued from the UI (widget values by position onto the V3 nodes' inputs), the graph is its twin;
+    a graph saved with the V1 nodes gives the very prompt today's twin is."""
+    api = {node_id: {"class_type": e["class_type"], "inputs": e["inputs"]}  # _meta (titles) is UI-only
+           for node_id, e in json.loads(twin(path).read_text()).items()}
+    assert ui_to_api(json.loads(path.read_text()), widget_order) == api
 
 
 @pytest.mark.parametrize("path", api_files(), ids=lambda p: p.name)
@@ -268,18 +264,23 @@ def test_api_prompt_is_valid(path):
 
 
 def test_every_template_runs_as_opened_without_files_from_the_user():
-    """No template needs a file in ComfyUI's input folder (Load Image would fail until one is copied)."""
+    """No template needs a file the user must copy into ComfyUI's input folder: Load Image only opens the
+    pack's example picture, which the pack copies there when ComfyUI loads it."""
     for path in ui_files():
         workflow = json.loads(path.read_text())
         for node in workflow["nodes"]:
-            assert node["type"] not in ("LoadImage", "LoadVideo"), f"{path.name}: needs a file the user must copy"
+            assert node["type"] != "LoadVideo", f"{path.name}: needs a file the user must copy"
+            if node["type"] == "LoadImage":
+                assert node["widgets_values"][0] == glue.EXAMPLE_IMAGE.name, f"{path.name}: not the pack's picture"
+                assert glue.EXAMPLE_IMAGE.is_file()
             if node["type"] == "PhenakiExampleClip":
                 assert (EXAMPLE_CLIPS / node["widgets_values"][0]).is_file()
 
 
 # --- running the API twins -------------------------------------------------------------------------
 def load_image_frames(name: str) -> torch.Tensor:
-    """LoadImage's result for an animated file: every frame, [f, H, W, 3] float32 in 0..1."""
+    """LoadImage's result for a picture (one frame) or an animated file (every frame) that the pack
+    ships: [f, H, W, 3] float32 in 0..1."""
     with Image.open(EXAMPLE_CLIPS / name) as image:
         frames = [np.asarray(frame.convert("RGB"), dtype=np.float32) / 255 for frame in ImageSequence.Iterator(image)]
     return torch.from_numpy(np.stack(frames))
@@ -336,17 +337,17 @@ def run_prompt(prompt: dict, standins: StandIns) -> dict:
         for node_id in sorted(ready, key=int):
             entry = pending.pop(node_id)
             inputs = {name: value(v) for name, v in entry["inputs"].items()}
-            cls = pack.NODE_CLASS_MAPPINGS.get(entry["class_type"])
+            cls = NODES.get(entry["class_type"])
             if cls is None:
                 results[node_id] = standins.run(entry["class_type"], **inputs)
             else:
-                results[node_id] = getattr(cls(), cls.FUNCTION)(**inputs)
+                results[node_id] = cls.execute(**inputs).args
             assert isinstance(results[node_id], tuple)
     return results
 
 
 EXPECTED_FRAMES = {"phenaki_text_to_video.api.json": 17, "phenaki_story.api.json": 17 + 12 + 12,
-                   "phenaki_continue_a_clip.api.json": 17}
+                   "phenaki_continue_a_clip.api.json": 17, "phenaki_image_to_video.api.json": 17}
 
 
 @pytest.fixture(scope="module")
