@@ -9,11 +9,19 @@ registry icon (docs/images/icon.png, [tool.comfy] Icon in pyproject.toml):
 
     OMP_NUM_THREADS=1 python scripts/make_template_thumbnails.py      # CPU, well under a minute
 
-ComfyUI's own nodes in the twins (save nodes) are not needed: the script stops at their input.
+The loader runs on the CPU in fp32 whatever its device and dtype widgets say, so a thumbnail does not
+depend on the machine (dtype auto is bf16 on CPUs with bf16 matrix units, fp32 elsewhere).
+
+It also writes the image-to-video template's picture (nodes/example_clips/phenaki_example_image.png,
+a Shapes World frame rendered by phenaki_core.data.shapes_world) when it is missing or differs.
+ComfyUI's own nodes in the twins are not needed: Load Image opens that picture (as ComfyUI does
+from its input folder, where the pack copies it), and the script stops at a save node's input.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import importlib.util
 import json
 import logging
@@ -28,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = "phenaki_comfyui_pack"
 SAVE_NODES = {"SaveAnimatedWEBP": "images", "CreateVideo": "images", "VHS_VideoCombine": "images"}
 GRID, CELL, GAP = 3, 128, 4  # 3x3 frames of 128 px (the bundled model's 64 px, doubled)
+PICTURE = ROOT / "nodes" / "example_clips" / "phenaki_example_image.png"
+PICTURE_OBJECT = ("square", "blue")  # the image-to-video template's prompt names them
 
 logger = logging.getLogger("make_template_thumbnails")
 
@@ -38,6 +48,38 @@ def load_pack():
     sys.modules[PACK] = module
     spec.loader.exec_module(module)
     return module
+
+
+def node_classes(pack) -> dict:
+    """The pack's nodes by node ID, as its comfy_entrypoint registers them."""
+    extension = asyncio.run(pack.comfy_entrypoint())
+    return {cls.define_schema().node_id: cls for cls in asyncio.run(extension.get_node_list())}
+
+
+def example_picture() -> Image.Image:
+    """The image-to-video template's picture: a still Shapes World frame at the bundled model's 64x64
+    (the object in the middle, half-extent 7 px), so Encode Video uses it as it is."""
+    shapes_world = importlib.import_module(f"{PACK}.phenaki_core.data.shapes_world")
+    shape, colour = PICTURE_OBJECT
+    video = shapes_world.render_video(shape, colour, np.array([[32.0, 32.0]]), np.array([7.0]), 64)  # (3, 1, 64, 64)
+    frame = (video[:, 0].transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return Image.fromarray(frame)
+
+
+def write_example_picture() -> None:
+    picture = example_picture()
+    if PICTURE.is_file():
+        with Image.open(PICTURE) as old:
+            if np.array_equal(np.asarray(old.convert("RGB")), np.asarray(picture)):
+                return
+    picture.save(PICTURE, optimize=True)
+    logger.info("wrote %s (%d bytes)", PICTURE.relative_to(ROOT), PICTURE.stat().st_size)
+
+
+def load_image(name: str) -> torch.Tensor:
+    """Load Image's output for a picture the pack ships: IMAGE [1, H, W, 3] in 0..1."""
+    with Image.open(PICTURE.parent / name) as image:
+        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255)[None]
 
 
 def run(prompt: dict, nodes: dict) -> torch.Tensor:
@@ -54,8 +96,13 @@ def run(prompt: dict, nodes: dict) -> torch.Tensor:
             inputs = {k: results[v[0]][v[1]] if isinstance(v, list) else v for k, v in entry["inputs"].items()}
             if entry["class_type"] in SAVE_NODES:
                 return inputs[SAVE_NODES[entry["class_type"]]]
-            cls = nodes[entry["class_type"]]
-            results[node_id] = getattr(cls(), cls.FUNCTION)(**inputs)
+            if entry["class_type"] == "LoadImage":
+                images = load_image(inputs["image"])
+                results[node_id] = (images, torch.zeros(images.shape[:3]))
+                continue
+            if entry["class_type"] == "PhenakiLoader":
+                inputs.update(device="cpu", dtype="fp32")
+            results[node_id] = nodes[entry["class_type"]].execute(**inputs).args
     raise SystemExit("the prompt has no save node")
 
 
@@ -75,7 +122,8 @@ def thumbnail(images: torch.Tensor) -> Image.Image:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_grad_enabled(False)
-    nodes = load_pack().NODE_CLASS_MAPPINGS
+    nodes = node_classes(load_pack())
+    write_example_picture()
     for template in sorted((ROOT / "example_workflows").glob("*.json")):
         twin = ROOT / "api_workflows" / (template.stem.lower().replace(" ", "_") + ".api.json")
         images = run(json.loads(twin.read_text()), nodes)
