@@ -10,13 +10,18 @@ venv outside the project (under $ROOT, default a comfy-headless folder in the te
 See docs/comfyui_headless.md for the commands and a recorded run.
 
 It checks what a user meets in ComfyUI's own UI, through the server routes the frontend uses:
-/object_info lists the nodes with a tooltip on every input and output and search aliases for
-"text to video", "t2v", "story", "video" and "continue"; the templates route lists only the UI
-graphs, each with its thumbnail, and every node they use exists; every API twin in api_workflows/
-runs to success and writes its file; live previews (when enabled) come at the promised rate and
+/object_info lists the V3 nodes (registered by comfy_entrypoint) with the interface the V1 nodes had
+(tests/fixtures/saved_before_v3/v1_node_info.json), a tooltip on every input and output and search
+aliases for "text to video", "t2v", "image to video", "story", "video" and "continue"; the templates
+route lists only the UI graphs, each with its thumbnail, and every node they use exists; every
+template, and every UI graph saved before the move to V3, queued as the frontend queues it (widget
+values by position), runs to success; every API twin in api_workflows/ runs to success and writes
+its file (image to video: Load Image opens the picture the pack copied into the input folder); a
+changed checkpoint file is loaded again rather than served from the cache (fingerprint_inputs);
+live previews (when enabled) come at the promised rate and
 Chain Scenes' previews hold each scene's prime, the last one per scene equal to the frames it
 returns; bad frame counts, primes and prompts are refused when the graph is queued, before anything
-runs (VALIDATE_INPUTS), and what only the run can know shows an actionable one-line message; Cancel
+runs (validate_inputs), and what only the run can know shows an actionable one-line message; Cancel
 stops sampling and leaves the server able to run again. Checkpoints come from a models folder added
 with ``--extra-model-paths-config`` (a user path that must survive the pack's own registration);
 where the bundled model is absent (no phenaki_core/weights/), a randomly initialised shapes64 model stands in.
@@ -45,6 +50,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
+from helpers import interface, ui_to_api
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = Path(os.environ.get("COMFYUI_HEADLESS_TOOL", ""))
 BUNDLED = "(bundled) shapes64"
@@ -54,6 +61,11 @@ NODE_IDS = ["PhenakiLoader", "PhenakiEncodeText", "PhenakiSampleScene", "Phenaki
             "PhenakiEncodeVideo", "PhenakiDecode", "PhenakiExampleClip"]
 PACK_NAME = "phenaki-comfyui"  # the pack's folder in custom_nodes/
 TEMPLATES = ROOT / "example_workflows"
+SAVED_BEFORE_V3 = ROOT / "tests" / "fixtures" / "saved_before_v3"
+EXAMPLE_IMAGE = ROOT / "nodes" / "example_clips" / "phenaki_example_image.png"
+# widget types as /object_info names them; SaveVideo's format is a V3 dynamic combo (its nested options are
+# left out here: the templates store only its top-level value)
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3")
 VHS_GIT_DIR = os.environ.get("VHS_GIT_DIR", "")
 VHS_NAME = "ComfyUI-VideoHelperSuite"
 CLIP_24FPS = "phenaki_test_24fps.mp4"
@@ -71,10 +83,12 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, env: dict, run_dir: Path):
+    def __init__(self, env: dict, run_dir: Path, models: Path):
         self.env = env
         self.url = f"http://127.0.0.1:{env['PORT']}"
         self.out = run_dir / "out"
+        self.input = run_dir / "input"
+        self.models = models
 
     def tool(self, *args: str, timeout: float = 900) -> str:
         done = subprocess.run(["bash", str(TOOL), *args], env=self.env, capture_output=True, text=True,
@@ -142,7 +156,7 @@ def server(tmp_path_factory):
 
     env = dict(os.environ, PORT=str(free_port()), RUN=str(run_dir), PACK_NAME=PACK_NAME,
                EXTRA_ARGS=f"--extra-model-paths-config {work / 'extra_model_paths.yaml'}")
-    server = Server(env, run_dir)
+    server = Server(env, run_dir, models / "phenaki")
     server.tool("setup")
     server.tool("link", str(ROOT))
     vhs_link = None
@@ -203,19 +217,43 @@ writer.close()
 """
 
 
+def combo_options(spec: list) -> list:
+    """A combo input's choices in /object_info: V1 lists them as the type, V3 as ``options``."""
+    return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+
+
+def checkpoint_choices(server) -> list:
+    return combo_options(server.get("/object_info/PhenakiLoader")["PhenakiLoader"]["input"]["required"]["ckpt_name"])
+
+
+def on_stand_in(server, prompt: dict) -> dict:
+    """The prompt on the stand-in model where the bundled one is absent."""
+    if not (ROOT / "phenaki_core" / "weights" / "shapes64.safetensors").is_file():
+        for entry in prompt.values():
+            if entry["inputs"].get("ckpt_name") == BUNDLED:
+                assert STAND_IN in checkpoint_choices(server)
+                entry["inputs"]["ckpt_name"] = STAND_IN
+    return prompt
+
+
 def prompts(server) -> dict[str, dict]:
     """The API twins, on the stand-in model where the bundled one is absent."""
-    checkpoints = server.get("/object_info/PhenakiLoader")["PhenakiLoader"]["input"]["required"]["ckpt_name"][0]
-    bundled_present = (ROOT / "phenaki_core" / "weights" / "shapes64.safetensors").is_file()
-    result = {}
-    for path in sorted((ROOT / "api_workflows").glob("*.api.json")):
-        prompt = json.loads(path.read_text())
-        for entry in prompt.values():
-            if entry["inputs"].get("ckpt_name") == BUNDLED and not bundled_present:
-                assert STAND_IN in checkpoints
-                entry["inputs"]["ckpt_name"] = STAND_IN
-        result[path.name] = prompt
-    return result
+    return {path.name: on_stand_in(server, json.loads(path.read_text()))
+            for path in sorted((ROOT / "api_workflows").glob("*.api.json"))}
+
+
+def frontend_prompt(server, workflow: dict) -> dict:
+    """A UI graph queued as the frontend queues it, from the server's own /object_info."""
+    info = server.get("/object_info")
+
+    def inputs_of(node_type: str):
+        node = info[node_type]
+        for section in ("required", "optional"):
+            for name in node["input_order"].get(section, []):
+                kind, options = node["input"][section][name]
+                yield name, isinstance(kind, list) or kind in WIDGET_TYPES, bool(options.get("control_after_generate"))
+
+    return on_stand_in(server, ui_to_api(workflow, lambda node_type: list(inputs_of(node_type))))
 
 
 def messages(entry: dict) -> dict:
@@ -227,10 +265,26 @@ def test_object_info_lists_the_nodes_and_keeps_user_model_paths(server):
     for node_id in NODE_IDS:
         assert node_id in info, f"{node_id} is not registered"
         assert info[node_id]["category"] == "Phenaki"
-    checkpoints = info["PhenakiLoader"]["input"]["required"]["ckpt_name"][0]
+    checkpoints = combo_options(info["PhenakiLoader"]["input"]["required"]["ckpt_name"])
     assert checkpoints[0] == BUNDLED and STAND_IN in checkpoints  # the extra_model_paths.yaml folder is kept
     assert info["PhenakiDecode"]["output"] == ["IMAGE", "FLOAT"]
     assert info["PhenakiSampleScene"]["input"]["required"]["seed"][1]["control_after_generate"] is True
+
+
+def test_the_v3_nodes_show_the_interface_the_v1_nodes_had(server):
+    """What saved graphs (widget values by position) and API prompts (inputs by name) depend on: names,
+    inputs in order with types, choices, defaults and ranges, outputs in order; V3 nodes, no V1 ones."""
+    info = server.get("/object_info")
+    v1 = json.loads((SAVED_BEFORE_V3 / "v1_node_info.json").read_text())
+    for node_id in NODE_IDS:
+        now = dict(info[node_id])
+        if now["name"] == "PhenakiLoader":  # the stand-ins in the extra models folder are listed too
+            spec = now["input"]["required"]["ckpt_name"]
+            now["input"] = {**now["input"], "required": {**now["input"]["required"], "ckpt_name": [
+                spec[0], {**spec[1], "options": [BUNDLED]}]}}
+        assert interface(now) == interface(v1[node_id]), node_id
+        assert set(v1[node_id]["search_aliases"]) <= set(now["search_aliases"]), node_id
+        assert now["python_module"] == f"custom_nodes.{PACK_NAME}"
 
 
 def test_every_input_and_output_shows_a_tooltip(server):
@@ -247,7 +301,8 @@ def test_every_input_and_output_shows_a_tooltip(server):
 # one of those strings, or part of one, is found).
 SEARCHES = {"text to video": {"PhenakiSampleScene", "PhenakiChainScenes"}, "t2v": {"PhenakiSampleScene"},
             "story": {"PhenakiChainScenes"}, "video": {"PhenakiEncodeVideo", "PhenakiDecode"},
-            "continue": {"PhenakiSampleScene", "PhenakiEncodeVideo"}}
+            "continue": {"PhenakiSampleScene", "PhenakiEncodeVideo"},
+            "image to video": {"PhenakiEncodeVideo", "PhenakiSampleScene"}, "i2v": {"PhenakiEncodeVideo"}}
 
 
 def test_the_node_search_finds_phenaki_nodes(server):
@@ -263,7 +318,7 @@ def test_the_templates_browser_lists_ui_graphs_with_thumbnails_that_open(server)
     """What the templates browser does: list /workflow_templates, show <name>.jpg, open <name>.json."""
     listed = server.get("/workflow_templates")
     names = sorted(p.stem for p in TEMPLATES.glob("*.json"))
-    assert sorted(listed[PACK_NAME]) == names and len(names) == 3, listed.get(PACK_NAME)
+    assert sorted(listed[PACK_NAME]) == names and len(names) == 4, listed.get(PACK_NAME)
     info = server.get("/object_info")
     for name in names:
         base = f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}"
@@ -273,6 +328,51 @@ def test_the_templates_browser_lists_ui_graphs_with_thumbnails_that_open(server)
         assert workflow["version"] == 0.4 and workflow["nodes"], f"{name} is not a UI graph"
         missing = {n["type"] for n in workflow["nodes"]} - set(info) - {"Note", "MarkdownNote"}
         assert not missing, f"{name} opens with missing nodes {missing}"
+
+
+def test_the_pack_put_its_example_picture_where_load_image_finds_it(server):
+    assert (server.input / EXAMPLE_IMAGE.name).read_bytes() == EXAMPLE_IMAGE.read_bytes()
+    choices = combo_options(server.get("/object_info/LoadImage")["LoadImage"]["input"]["required"]["image"])
+    assert EXAMPLE_IMAGE.name in choices
+
+
+@pytest.mark.parametrize("saved", ["template", "saved before V3"])
+def test_ui_graphs_queued_from_the_frontend_run(server, saved):
+    """Each template as the templates browser opens it, and each UI graph saved with the V1 nodes,
+    queued as the frontend queues it: every widget value lands on its input, and the graph runs."""
+    if saved == "template":
+        graphs = {name: server.get(f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(name)}.json")
+                  for name in server.get("/workflow_templates")[PACK_NAME]}
+    else:
+        graphs = {path.stem: json.loads(path.read_text()) for path in sorted(SAVED_BEFORE_V3.glob("Phenaki *.json"))}
+    assert len(graphs) == (4 if saved == "template" else 3)
+    for name, graph in graphs.items():
+        prompt = frontend_prompt(server, graph)
+        twin = on_stand_in(server, json.loads((ROOT / "api_workflows" / (name.lower().replace(" ", "_") + ".api.json"))
+                                              .read_text()))
+        assert prompt == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in twin.items()}, name
+        entry = server.wait(server.submit(prompt))
+        assert entry["status"]["status_str"] == "success", f"{name}: {json.dumps(messages(entry))[:3000]}"
+
+
+def test_a_changed_checkpoint_is_loaded_again_not_served_from_the_cache(server):
+    """fingerprint_inputs: the same graph twice is served from ComfyUI's cache; after the checkpoint
+    file changes on disk (retrained, replaced), Load Phenaki and everything after it run again."""
+    prompt = prompts(server)["phenaki_text_to_video.api.json"]
+    loader = next(i for i, e in prompt.items() if e["class_type"] == "PhenakiLoader")
+    prompt[loader]["inputs"]["ckpt_name"] = STAND_IN
+    node(prompt, "PhenakiSampleScene")["inputs"].update(seed=777, steps=2)
+
+    def cached(entry: dict) -> set:
+        assert entry["status"]["status_str"] == "success", json.dumps(messages(entry))[:3000]
+        return set(messages(entry).get("execution_cached", {}).get("nodes", []))
+
+    cached(server.wait(server.submit(prompt)))
+    assert loader in cached(server.wait(server.submit(prompt)))
+    path = server.models / STAND_IN
+    stamp = path.stat().st_mtime_ns + 10**9
+    os.utime(path, ns=(stamp, stamp))
+    assert loader not in cached(server.wait(server.submit(prompt)))
 
 
 def test_every_api_workflow_runs_and_writes_its_file(server):
@@ -439,7 +539,7 @@ def test_a_bad_input_is_refused_before_the_graph_runs(server, case):
 
 
 def frames_from_a_primitive(value: int):
-    """frames fed by a link (ComfyUI's Int primitive): VALIDATE_INPUTS gets None, the run checks it."""
+    """frames fed by a link (ComfyUI's Int primitive): validate_inputs gets None, the run checks it."""
     def edit(prompt: dict) -> None:
         prompt["98"] = {"class_type": "PrimitiveInt", "inputs": {"value": value}}
         node(prompt, "PhenakiSampleScene")["inputs"]["frames"] = ["98", 0]
@@ -453,6 +553,9 @@ AT_RUN = {  # what needs the run to know: the error dialog shows exception_messa
     "cond from another model": (cond_from_unconditional_model(), "PhenakiSampleScene",
                                 ["unconditional model", "Phenaki Encode Text"]),
     "frames 16 from a link": (frames_from_a_primitive(16), "PhenakiSampleScene", ["1 + k*2", "try 15 or 17"]),
+    "prime of 5 from one picture": (with_inputs("phenaki_image_to_video.api.json", "PhenakiSampleScene",
+                                                prime_frames=5),
+                                    "PhenakiSampleScene", ["longer than the prime clip (1 frame)", "at most 1"]),
 }
 
 
