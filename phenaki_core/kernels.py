@@ -261,7 +261,9 @@ class DepthwiseConv3d(torch.autograd.Function):
         if need_weight:
             t, y, x = grad.shape[2:]
             g = grad.permute(0, 2, 3, 4, 1)  # b t y x c, contiguous
-            p = padded.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1)
+            # in the gradient's dtype (bf16 under autocast, where the forward convolution ran in bf16
+            # from a float32 input): mixed dtypes would convert every strided tap on the fly, 27 times
+            p = padded.to(grad.dtype).contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 3, 4, 1)
             taps = [(g * p[:, dt:dt + t, dy:dy + y, dx:dx + x]).sum((0, 1, 2, 3))
                     for dt in range(3) for dy in range(3) for dx in range(3)]
             grad_weight = torch.stack(taps, dim=1).view_as(weight).to(weight.dtype)
