@@ -17,16 +17,16 @@ from .phenaki_nodes import NODES
 
 
 class PhenakiExtension(comfy_adapter.ComfyExtension):
-    async def on_load(self) -> None:
-        """At ComfyUI's start: models/phenaki, and the example picture in the input folder."""
-        comfy_adapter.register_model_folder()
-        glue.provide_example_image(comfy_adapter.input_directory())
-
     async def get_node_list(self) -> list:
         return list(NODES)
 
 
 async def comfy_entrypoint() -> PhenakiExtension:
+    """ComfyUI calls this once, when it loads the pack: register models/phenaki, put the example
+    picture where Load Image looks, and hand over the nodes. (Here, not in ``on_load``: ComfyUI
+    awaits ``ComfyExtension.on_load`` only from 0.14.0 on, and the nodes run on 0.11.0.)"""
+    comfy_adapter.register_model_folder()
+    glue.provide_example_image(comfy_adapter.input_directory())
     return PhenakiExtension()
 
 

@@ -10,7 +10,8 @@ plain fallback, so the nodes run anywhere:
     add_model_folder/...      folder_paths (models/phenaki + extra_model_paths)  folders added here
     load_device()             model_management.get_torch_device()                cuda if available, else cpu
     offload_device(load)      model_management.unet_offload_device()             the load device itself
-    intermediate_device/dtype model_management.intermediate_device/dtype()       cpu / float32
+    intermediate_device/dtype model_management.intermediate_device/dtype()       cpu / float32 (and the
+                              (the dtype from ComfyUI 0.18.0 on)                 dtype before 0.18.0)
     manage_modules/load       ModelPatcher + load_models_gpu (evictable)         modules stay where loaded
     soft_empty_cache()        model_management.soft_empty_cache()                torch.cuda.empty_cache()
     check_interrupted()       throw_exception_if_processing_interrupted()        nothing
@@ -144,7 +145,10 @@ def intermediate_device() -> torch.device:
 
 
 def intermediate_dtype() -> torch.dtype:
-    return _mm.intermediate_dtype() if IN_COMFYUI else torch.float32
+    """IMAGE's dtype between nodes: ComfyUI's choice from 0.18.0 on (--fp16-intermediates), float32 before."""
+    if IN_COMFYUI and hasattr(_mm, "intermediate_dtype"):
+        return _mm.intermediate_dtype()
+    return torch.float32
 
 
 def manage_modules(module: torch.nn.Module, load: torch.device, offload: torch.device) -> Any:

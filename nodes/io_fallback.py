@@ -133,9 +133,6 @@ class ComfyNode:
 
 
 class ComfyExtension:
-    async def on_load(self) -> None:
-        """Called once when ComfyUI loads the extension."""
-
     async def get_node_list(self) -> list:
         raise NotImplementedError
 

@@ -24,7 +24,7 @@ from phenaki_core.data.shapes_world import render_video
 from phenaki_core.evaluation.shapes_judge import read_clip, score_readings
 from phenaki_core.pipeline import BUNDLED_CHECKPOINT
 
-from helpers import ROOT, decode, encode_text, encode_video, load_model, pack_parts, run, sample_scene
+from helpers import ROOT, chain_scenes, decode, encode_text, encode_video, load_model, pack_parts, run, sample_scene
 
 pack, nodes, glue, adapter = pack_parts()
 PICTURE = ROOT / "nodes" / "example_clips" / "phenaki_example_image.png"
@@ -58,6 +58,13 @@ def test_one_picture_is_a_one_frame_prime_that_a_scene_continues(model, cond):
     assert decode(scene, include_prime=False)[0].shape == (16, 8, 8, 3)
     again = sample_scene(model, cond, frames=17, prime=tokens, prime_frames=1, seed=3)
     assert torch.equal(again.ids, scene.ids)  # same seed, same frames
+
+
+def test_a_story_can_start_from_one_picture(model):
+    tokens = encode_video(model, load_image(PICTURE))
+    images, _, starts = chain_scenes(model, "a blue square moving right\na blue square moving up", frames=9,
+                                     prime_frames=1, prime=tokens)
+    assert images.shape == (8 + 8, 8, 8, 3) and starts == "0,8"  # the picture's frame is the prime, not output
 
 
 @pytest.mark.parametrize("crop", glue.CROP_MODES)
@@ -127,14 +134,14 @@ def test_read_only_input_folder_is_one_warning_whoever_runs_it(tmp_path, monkeyp
     assert caplog.records[-1].levelname == "WARNING" and "Permission denied" in caplog.records[-1].getMessage()
 
 
-def test_comfyui_start_registers_the_model_folder_and_provides_the_picture(tmp_path, monkeypatch):
-    """What the extension's on_load does when ComfyUI loads the pack."""
+def test_comfyui_loading_the_pack_registers_the_model_folder_and_provides_the_picture(tmp_path, monkeypatch):
+    """What comfy_entrypoint does when ComfyUI loads the pack (before it asks for the nodes)."""
     registered = []
     monkeypatch.setattr(adapter, "register_model_folder", lambda: registered.append(True))
     monkeypatch.setattr(adapter, "input_directory", lambda: str(tmp_path))
     extension = asyncio.run(pack.comfy_entrypoint())
-    asyncio.run(extension.on_load())
     assert registered == [True] and (tmp_path / PICTURE.name).read_bytes() == PICTURE.read_bytes()
+    assert len(asyncio.run(extension.get_node_list())) == 7
 
 
 # --- the bundled model: prompt following after a one-frame prime (slow) ---------------------------------

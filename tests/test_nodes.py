@@ -80,6 +80,10 @@ def test_the_v3_schema_keeps_the_v1_interface(node_id):
     UI graphs (widget values by position) and API prompts (inputs by name) depend on."""
     old = V1_NODE_INFO[node_id]
     info = node_info(nodes[node_id])
+    if node_id == "PhenakiLoader":  # the fixture lists the bundled model only; other tests add model folders
+        ckpt = info["input"]["required"]["ckpt_name"][1]
+        assert ckpt["options"][0] == "(bundled) shapes64"
+        ckpt["options"] = ckpt["options"][:1]
     assert interface(info) == interface(old)
     assert set(old["search_aliases"]) <= set(info["search_aliases"])
     schema = nodes[node_id].define_schema()
