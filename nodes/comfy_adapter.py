@@ -10,8 +10,8 @@ plain fallback, so the nodes run anywhere:
     add_model_folder/...      folder_paths (models/phenaki + extra_model_paths)  folders added here
     load_device()             model_management.get_torch_device()                cuda if available, else cpu
     offload_device(load)      model_management.unet_offload_device()             the load device itself
-    intermediate_device/dtype model_management.intermediate_device/dtype()       cpu / float32 (and the
-                              (the dtype from ComfyUI 0.18.0 on)                 dtype before 0.18.0)
+    intermediate_device/dtype model_management.intermediate_device/dtype()       cpu / float32
+                              (float32 on a ComfyUI before 0.18.0, which has no intermediate_dtype)
     manage_modules/load       ModelPatcher + load_models_gpu (evictable)         modules stay where loaded
     soft_empty_cache()        model_management.soft_empty_cache()                torch.cuda.empty_cache()
     check_interrupted()       throw_exception_if_processing_interrupted()        nothing
@@ -54,7 +54,7 @@ except ImportError as exc:  # not in ComfyUI, or a ComfyUI older than its V3 nod
 
 # The first ComfyUI release with everything the nodes use from comfy_api.v0_0_2: V3 nodes loaded
 # through comfy_entrypoint (0.3.48) and Schema.search_aliases (0.11.0). pyproject.toml's
-# requires-comfyui says the same.
+# requires-comfyui says the same; the headless suite passes on 0.11.0 (docs/comfyui_headless.md).
 MIN_COMFYUI = "0.11.0"
 
 

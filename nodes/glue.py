@@ -66,7 +66,9 @@ def checkpoint_path(name: str) -> Path:
 
 def checkpoint_fingerprint(name: str) -> tuple:
     """What identifies a checkpoint's contents without reading it: path, mtime and size (the name
-    alone when it cannot be found; the loader then says why)."""
+    alone when it cannot be found, and the loader then says why, or when a link feeds it: None)."""
+    if not isinstance(name, str):
+        return (name,)
     try:
         path = checkpoint_path(name)
         stat = path.stat()
@@ -155,7 +157,7 @@ def check_prompt(prompt: str) -> str:
     return clean_prompts(prompt)[0]
 
 
-# --- checks before the graph runs (VALIDATE_INPUTS) -----------------------------------------------
+# --- checks before the graph runs (validate_inputs) -----------------------------------------------
 _configs: dict[tuple, PhenakiConfig] = {}  # (path, mtime, size) -> config read from the file's header
 
 

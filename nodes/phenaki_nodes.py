@@ -255,9 +255,9 @@ class PhenakiEncodeVideo(io.ComfyNode):
                             "encode video", "image to video", "i2v", "encode image", "animate image"],
             inputs=[
                 Model.Input("model", tooltip=MODEL_TIP + " Its tokenizer encodes the frames."),
-                io.Image.Input("images", tooltip="The clip's frames [frames, H, W, C], e.g. from Load Image (a picture: "
-                                                 "one frame; an animated GIF/WebP: every frame) or Get Video "
-                                                 "Components."),
+                io.Image.Input("images", tooltip="The clip's frames [frames, H, W, C], e.g. from Load Image (a "
+                                                 "picture: one frame; an animated GIF/WebP: every frame) or Get "
+                                                 "Video Components."),
                 io.Combo.Input("crop", options=list(glue.CROP_MODES), default="center", optional=True, tooltip=(
                     "How a frame becomes the model's square. center: fill the square, cutting the long side's ends "
                     "(an off-centre subject can be cut away). pad: the whole frame, with black bars. fit: the whole "

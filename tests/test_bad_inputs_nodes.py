@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from phenaki_core import MINILM_SPEC, TextEncoderSpec
 
-from helpers import PACK, chain_scenes, encode_text, encode_video, load_model, pack_parts, sample_scene, save_tiny_bundle
+from helpers import (PACK, chain_scenes, encode_text, encode_video, load_model, pack_parts, sample_scene,
+                     save_tiny_bundle)
 
 pack, nodes, glue, adapter = pack_parts()
 PhenakiError = sys.modules[f"{PACK}.phenaki_core.errors"].PhenakiError

@@ -77,7 +77,8 @@ def test_a_picture_of_any_shape_primes_with_every_crop_mode(model, cond, crop):
 
 def test_a_longer_prime_than_one_picture_says_to_use_one_frame(model, cond):
     tokens = encode_video(model, load_image(PICTURE))
-    with pytest.raises(ValueError, match=r"prime_frames \(5\) is longer than the prime clip \(1 frame\); use at most 1"):
+    message = r"prime_frames \(5\) is longer than the prime clip \(1 frame\); use at most 1"
+    with pytest.raises(ValueError, match=message):
         sample_scene(model, cond, frames=17, prime=tokens, prime_frames=5)
 
 

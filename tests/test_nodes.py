@@ -236,6 +236,7 @@ def test_loader_fingerprint_changes_when_the_checkpoint_file_does(model_dir, tmp
     os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
     assert loader.fingerprint_inputs(ckpt_name="fingerprint.safetensors", device="cpu", dtype="fp32") != first
     assert loader.fingerprint_inputs(ckpt_name="gone.safetensors", device="cpu", dtype="fp32") == ("gone.safetensors",)
+    assert loader.fingerprint_inputs(ckpt_name=None, device="cpu", dtype="fp32") == (None,)  # fed by a link
 
 
 def test_nodes_return_node_outputs_in_schema_order(model, cond, scene9):
