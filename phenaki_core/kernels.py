@@ -155,7 +155,7 @@ def attention(
                 return out
         bias = bias.dense().to(q.dtype)
     if (q.device.type == "cpu" and torch.is_grad_enabled() and dropout == 0.0
-            and k.shape[2] <= SHORT_ATTENTION_KEYS):
+            and max(q.shape[2], k.shape[2]) <= SHORT_ATTENTION):
         return short_attention(q, k, v, attention_mask(bias, num_null, key_mask, causal_bias, q.dtype), scale)
     if (USE_BIASED_ATTENTION and bias is not None and bias.requires_grad and torch.is_grad_enabled()
             and dropout == 0.0 and causal_bias is None and q.device.type == "cpu"):
@@ -166,11 +166,13 @@ def attention(
                                                                             q.dtype), dropout_p=dropout, scale=scale)
 
 
-# On the CPU under autograd, attention over at most this many keys (the C-ViViT's causal temporal
-# attention: a short clip's token-frames) runs as plain matmuls: the fused CPU kernels' backward
-# spends its time on per-row set-up for rows this short (measured 14x slower in bf16, 1.8x in fp32,
-# at (512 rows x 8 heads, 16 x 16)). The (b, h, i, j) probabilities it keeps for backward are small.
-SHORT_ATTENTION_KEYS = 32
+# On the CPU under autograd, attention with at most this many queries and keys (the C-ViViT's causal
+# temporal attention: a short clip's token-frames) runs as plain matmuls: the fused CPU kernels'
+# backward spends its time on per-row set-up for rows this short (measured 14x slower in bf16, 1.8x
+# in fp32, at (512 rows x 8 heads, 16 x 16)). The (b, h, i, j) probabilities it keeps for backward
+# are then as small as the q, k, v it keeps anyway; long queries over a short text (cross-attention)
+# stay on the fused kernel, which keeps less.
+SHORT_ATTENTION = 32
 
 
 def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],

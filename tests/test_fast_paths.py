@@ -64,8 +64,8 @@ def test_biased_attention_float32_gradients_are_as_accurate_as_the_reference_mat
 def test_attention_layer_with_trainable_bias_takes_the_fast_path_and_matches_plain_sdpa(monkeypatch):
     torch.manual_seed(0)
     attn = Attention(32, heads=4, dim_head=8)
-    n = 5 * 8  # more keys than SHORT_ATTENTION_KEYS: the fused forward with its own backward
-    assert n > layers.SHORT_ATTENTION_KEYS
+    n = 5 * 8  # longer than SHORT_ATTENTION: the fused forward with its own backward
+    assert n > layers.SHORT_ATTENTION
     x = torch.randn(3, n, 32, requires_grad=True)
     cpb = ContinuousPositionBias(dim=16, heads=4, num_dims=2)
     key_mask = torch.ones(3, n, dtype=torch.bool)
@@ -97,7 +97,7 @@ def test_attention_layer_with_trainable_bias_takes_the_fast_path_and_matches_pla
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kind", ["causal", "bias+keys", "keys only"])
 def test_short_rows_under_autograd_take_plain_matmuls_with_the_reference_values_and_gradients(kind, dtype):
-    """The C-ViViT's temporal attention (a few token-frames, causal) and short cross-attention:
+    """Short rows and columns (the C-ViViT's causal temporal attention over a few token-frames):
     plain matmuls on the CPU under autograd, equal to the float64 math in values and gradients."""
     q, k, v, bias, keep = inputs(dtype, b=4, h=3, i=9, j=9, d=8, seed=3)
     causal = torch.full((9, 9), float("-inf"), dtype=dtype).triu(1).expand(3, 9, 9)
