@@ -10,7 +10,8 @@
 #   bench_sample.json/.log   config L sampling b1 and b8: ours bf16 and fp32 (eager SDPA, eager Flex,
 #                            CUDA graphs with SDPA and with Flex), the peer at fp32, TF32 and bf16; ratios against the
 #                            peer's fastest; peak memory; % of the measured bf16 matmul peak
-#   bench_train.json/.log    config L MaskGit and C-ViViT train steps b8, ours and the peer
+#   bench_train.json/.log    config L MaskGit and C-ViViT train steps b8, ours and the peer, and a
+#                            per-op profile of one step of each (device time per op family)
 #   agreement.json           bf16 vs fp32: step-0 logits error, argmax and token agreement
 #   attention.json           one self-attention: dense-bias SDPA, cuDNN, Flex with the table, no-bias floor
 #   story.json               the bundled model's 3-scene story, sampling + decode, warm: eager and CUDA graphs
@@ -52,8 +53,8 @@ timeout "$LIMIT" python3 bench/bench.py $BENCH_CONFIG --device "$DEVICE" $PEER -
 echo "exit $?"; tail -20 "$OUT/bench_sample.log"
 
 say "training rows"
-timeout 100 python3 bench/bench.py $BENCH_CONFIG --device "$DEVICE" $PEER ${PEER:+--peer-precisions fp32,bf16} \
-    --only maskgit_train,cvivit_train --dtypes "$DTYPES" --repeats "$REPEATS" --budget 0 \
+timeout 120 python3 bench/bench.py $BENCH_CONFIG --device "$DEVICE" $PEER ${PEER:+--peer-precisions fp32,bf16} \
+    --only maskgit_train,cvivit_train --dtypes "$DTYPES" --repeats "$REPEATS" --budget 0 --profile \
     --json "$OUT/bench_train.json" > "$OUT/bench_train.log" 2>&1
 echo "exit $?"; tail -8 "$OUT/bench_train.log"
 

@@ -54,6 +54,8 @@ def test_precision_ab_runs_both_precisions_from_one_seed(tmp_path):
     assert [(r["precision"], r["seed"]) for r in stage["runs"]] == [("fp32", 0), ("bf16", 0), ("fp32", 1)]
     assert all(len(r["losses"]) == 4 for r in stage["runs"])
     assert stage["runs"][0]["losses"] != stage["runs"][1]["losses"]  # bf16 really ran in bf16
+    assert set(stage["final"]) == {"loss", "recon", "entropy"}
+    assert isinstance(stage["final"]["recon"]["within_tolerance"], bool)
 
 
 def test_gpu_check_script_dry_runs_on_cpu(tmp_path):
