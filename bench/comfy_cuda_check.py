@@ -6,9 +6,9 @@
 
 ``COMFYUI_DIR`` is a ComfyUI source tree (``comfy/``, ``folder_paths.py``); nothing of it is
 started as a server: this script imports ``comfy.model_management``, loads the pack the way
-ComfyUI does (its ``NODE_CLASS_MAPPINGS``), and executes every ``api_workflows/*.api.json`` in
-topological order with the pack's nodes (core nodes, which only save or show the output, are
-skipped). For each loader dtype (``auto``, which is bf16 on a GPU that has it, and ``fp16``) it
+ComfyUI does (its ``comfy_entrypoint``), and executes every ``api_workflows/*.api.json`` in
+topological order with the pack's nodes (core Load Image reads the pack's example picture; the
+other core nodes, which only save or show the output, are skipped). For each loader dtype (``auto``, which is bf16 on a GPU that has it, and ``fp16``) it
 runs each workflow twice and records the second (warm) run's time per node. Then it asks ComfyUI
 to unload every model (``unload_all_models`` + ``soft_empty_cache``) and checks that allocated
 VRAM is back within 64 MiB of its level before the first load.
@@ -102,12 +102,29 @@ class PrecomputedText:
 
 
 def load_pack():
+    """{node id: class} of the pack, as ComfyUI gets them: ``comfy_entrypoint()``'s extension."""
+    import asyncio
+
     spec = importlib.util.spec_from_file_location("phenaki_pack", ROOT / "__init__.py",
                                                   submodule_search_locations=[str(ROOT)])
     module = importlib.util.module_from_spec(spec)
     sys.modules["phenaki_pack"] = module
     spec.loader.exec_module(module)
-    return module.NODE_CLASS_MAPPINGS
+    if not hasattr(module, "comfy_entrypoint"):
+        raise RuntimeError("the pack registered no nodes (ComfyUI too old? the log says why)")
+    extension = asyncio.run(module.comfy_entrypoint())
+    return {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(extension.get_node_list())}
+
+
+def load_image(name: str):
+    """What core Load Image gives for the pack's example picture: (IMAGE [1, H, W, 3], no mask)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(ROOT / "nodes" / "example_clips" / name) as picture:
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(pixels)[None], None
 
 
 def execute(graph: dict, mappings: dict, times: dict) -> None:
@@ -120,6 +137,9 @@ def execute(graph: dict, mappings: dict, times: dict) -> None:
         if node_id in done:
             return done[node_id]
         node = graph[node_id]
+        if node["class_type"] == "LoadImage":  # the image-to-video template's core source node
+            done[node_id] = load_image(node["inputs"]["image"])
+            return done[node_id]
         cls = mappings.get(node["class_type"])
         if cls is None:
             raise KeyError(f"node {node_id} ({node['class_type']}) is not the pack's; only sinks may be core nodes")
