@@ -94,8 +94,8 @@ class PhenakiLoader(io.ComfyNode):
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"],
                                tooltip="auto: ComfyUI's device (the GPU if there is one)."),
                 io.Combo.Input("dtype", options=["auto", *glue.DTYPES],
-                               tooltip="auto: bf16 where the device has bf16 matrix units (a GPU from Ampere on, a CPU with AMX or "
-                                       "AVX512-BF16), else fp32."),
+                               tooltip="auto: bf16 where the device has bf16 matrix units (a GPU from Ampere "
+                                       "on, a CPU with AMX or AVX512-BF16), else fp32."),
                 io.String.Input("t5_folder", default="", optional=True, tooltip=(
                     "Only for checkpoints trained with a T5 text encoder: the local folder that holds it.")),
             ],
