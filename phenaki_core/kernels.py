@@ -9,6 +9,8 @@ The layers (``layers.py``) describe the math once; this module picks how it runs
     (heads, n, n) bias is never built or streamed from memory. Elsewhere it is made dense once.
   - A dense bias that requires grad on the CPU (training) goes through ``BiasedAttention``: the CPU's
     fused SDPA kernels cannot differentiate a float mask and would fall back to the slow math path.
+  - Short queries and keys on the CPU under autograd (the C-ViViT's causal temporal attention over
+    a few token-frames) run as plain matmuls (``short_attention``): the fused backward is slow there.
   - Everything else is ``F.scaled_dot_product_attention`` with the bias and masks folded into one mask.
 - ``depthwise_conv3d``: the PEG's convolution; on the CPU under autograd, ``DepthwiseConv3d`` has a
   faster backward.
@@ -178,7 +180,7 @@ SHORT_ATTENTION = 32
 def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
                     scale: float) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v as plain matmuls, the scores and softmax in float32 (as the
-    fused kernels keep them: a bf16 score of 60 is off by 0.25). q (b h i d), k/v (b h j d); mask
+    fused kernels keep them: bf16 scores near 60 are rounded to steps of 0.25). q (b h i d), k/v (b h j d); mask
     broadcastable to (b h i j), additive or bool (True = attend, as SDPA reads it), or None."""
     sim = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale)  # b h i j
     if mask is not None and mask.dtype == torch.bool:

@@ -72,9 +72,9 @@ class FeedForward(nn.Module):
 
 
 def l2norm(t: torch.Tensor) -> torch.Tensor:
-    """``F.normalize(t, dim=-1)`` as one product with the inverse norm: the same values, and a
-    backward that never expands the norm to the full shape (F.normalize's divides by an expanded
-    norm, and its backward runs two full-size divisions)."""
+    """``F.normalize(t, dim=-1)`` as one product with the inverse norm: the same values up to
+    rounding, and a backward that never expands the norm to the full shape (F.normalize divides by
+    an expanded norm, and its backward runs two full-size divisions)."""
     return t * t.square().sum(-1, keepdim=True).clamp_min(1e-24).rsqrt()
 
 
