@@ -53,7 +53,7 @@ def fast_bf16_reason(device: torch.device) -> Optional[str]:
         return "this GPU runs bf16 natively" if cuda_bf16_native(device) else None
     if device.type == "cpu":
         units = cpu_bf16_units()
-        return f"this CPU has {units} bf16 matrix units" if units else None
+        return f"this CPU has bf16 units ({units})" if units else None
     return None
 
 
