@@ -68,8 +68,14 @@ class LFQ(nn.Module):
         return QuantizerOutput(self.project_out(quantized), self.ids_from_codes(codes), commit, entropy)
 
     def _entropy_loss(self, h: torch.Tensor) -> torch.Tensor:
-        """Per-token entropy (want low) minus codebook-usage entropy (want high)."""
-        flat = h.reshape(-1, self.bits).float()
+        """Per-token entropy (want low) minus codebook-usage entropy (want high), in float32 even
+        under autocast: the logits are h.c scaled by 2 / entropy_temperature (200x), hundreds in
+        size, where bf16 keeps only steps of 1 or more: the softmax over the codes would be noise."""
+        with torch.autocast(h.device.type, enabled=False):
+            return self._entropy_loss_fp32(h.float())
+
+    def _entropy_loss_fp32(self, h: torch.Tensor) -> torch.Tensor:
+        flat = h.reshape(-1, self.bits)
         if flat.shape[0] > self.entropy_sample_tokens:
             step = flat.shape[0] // self.entropy_sample_tokens
             flat = flat[::step][: self.entropy_sample_tokens]

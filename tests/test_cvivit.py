@@ -103,3 +103,20 @@ def test_lfq_codes_and_ids_round_trip():
     model = perturbed_tokenizer(preset("tiny").cvivit)
     ids = torch.arange(64)
     assert torch.equal(model.quantizer.ids_from_codes(model.quantizer.codes_from_ids(ids)), ids)
+
+
+def test_the_lfq_entropy_term_is_computed_in_float32_under_bf16_autocast():
+    """Its logits are h.c / 0.005, hundreds in size: bf16 would round them to steps of 1 or more.
+    With an identity projection and bf16-exact inputs, the code bits h are exact in both
+    precisions, so the term must come out the same under autocast as in float32."""
+    from phenaki_core.quantizer import LFQ
+    quantizer = LFQ(10, 1024).train()
+    with torch.no_grad():
+        quantizer.project_in.weight.copy_(torch.eye(10))
+        quantizer.project_in.bias.zero_()
+    z = torch.randn(2, 300, 10, generator=torch.Generator().manual_seed(0)).mul(0.1).bfloat16().float()
+    exact = quantizer(z).entropy_loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = quantizer(z).entropy_loss
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, exact, atol=1e-5, rtol=1e-5)
