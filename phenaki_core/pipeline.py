@@ -25,7 +25,7 @@ from .checkpoint import DTYPES, Bundle, load_bundle
 from .errors import CheckpointError, InputError
 from .guided import sample_ids
 from .phenaki import Phenaki, TextCondition
-from .precision import auto_dtype, auto_note
+from .precision import auto_choice, auto_dtype
 from .sampling import SamplerConfig, SamplerStep
 from .text import HFTextEncoder, load_text_encoder
 from .validation import is_int
@@ -55,13 +55,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device, log: bool = True) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """A dtype name ("auto", "fp32", "bf16", "fp16") -> torch dtype; ``auto`` is ``precision.auto_dtype``
-    (logged in one line unless ``log`` is False)."""
+    (logged in one line)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return auto_dtype(device, log=log)
+        return auto_dtype(device)
     if dtype not in DTYPES:
         names = [repr(name) for name in ("auto", *DTYPES)]
         raise InputError(f"unknown dtype {dtype!r}; use {', '.join(names[:-1])} or {names[-1]}")
@@ -191,13 +191,16 @@ class PhenakiPipeline:
         """Load a bundle (the bundled model when ``path`` is None) and the text encoder it names
         (unless ``with_text`` is False: the tokenizer alone needs none)."""
         device = resolve_device(device)
-        requested, dtype = dtype, resolve_dtype(dtype, device, log=False)  # said once loading has worked
+        note = ""
+        if dtype == "auto":  # said with the load line, once loading has worked
+            dtype, note = auto_choice(device)
+            note = f"; {note}"
+        dtype = resolve_dtype(dtype, device)
         bundle: Bundle = load_bundle(path if path is not None else default_checkpoint(), device=device, dtype=dtype)
         encoder = None
         if with_text and not bundle.model.config.maskgit.unconditional:
             encoder = load_text_encoder(bundle.text_encoder, device=device, t5_folder=t5_folder)
-        logger.info("loaded %s on %s (%s%s)", bundle.path, device, str(dtype).replace("torch.", ""),
-                    f"; {auto_note(device)}" if requested == "auto" else "")
+        logger.info("loaded %s on %s (%s%s)", bundle.path, device, str(dtype).replace("torch.", ""), note)
         return cls(bundle.model, encoder, dtype=dtype)
 
     @property

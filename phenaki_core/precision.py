@@ -57,18 +57,19 @@ def fast_bf16_reason(device: torch.device) -> Optional[str]:
     return None
 
 
-def auto_note(device: torch.device, what: str = "dtype") -> str:
-    """The one line that says what ``auto`` picks on ``device``, why, and how to override it."""
+def auto_choice(device: torch.device, what: str = "dtype") -> tuple[torch.dtype, str]:
+    """What ``auto`` picks on ``device`` (bf16 or fp32), and the one line that says so, why, and how
+    to override it. ``what`` names the setting in that line ("dtype", "--precision")."""
     device = torch.device(device)
     reason = fast_bf16_reason(device)
     if reason:
-        return f"{what} auto -> bf16 on {device.type} ({reason}); pass {what} fp32 for full precision"
-    return f"{what} auto -> fp32 on {device.type} (no bf16 matrix units reported)"
+        return torch.bfloat16, f"{what} auto -> bf16 on {device.type} ({reason}); pass {what} fp32 for full precision"
+    return torch.float32, f"{what} auto -> fp32 on {device.type} (no bf16 matrix units reported)"
 
 
 def auto_dtype(device: torch.device, what: str = "dtype", log: bool = True) -> torch.dtype:
-    """The ``auto`` choice for ``device`` (bf16 or fp32), logged in one line (``auto_note``) unless
-    ``log`` is False. ``what`` names the setting in that line ("dtype", "--precision")."""
+    """``auto_choice``'s dtype, its line logged unless ``log`` is False."""
+    dtype, note = auto_choice(device, what)
     if log:
-        logger.info("%s", auto_note(device, what))
-    return torch.bfloat16 if fast_bf16_reason(torch.device(device)) else torch.float32
+        logger.info("%s", note)
+    return dtype

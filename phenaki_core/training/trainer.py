@@ -5,10 +5,11 @@
 
 Both stages share one loop: AdamW with warmup and cosine decay, gradient clipping, gradient
 accumulation, EMA weights, bf16 autocast where the hardware has bf16 units (``precision.py``), a
-progress bar with loss and throughput, periodic animated previews, and atomic checkpoints that resume exactly. Under torchrun the
-trained module runs in DistributedDataParallel and rank 0 alone logs and writes. Which items a
-step reads, and its random draws, are pure functions of (seed, step, slot) (see distributed.py),
-so a resumed run, on any number of processes, sees exactly the batches of an uninterrupted one.
+progress bar with loss and throughput, periodic animated previews, and atomic checkpoints that
+resume exactly. Under torchrun the trained module runs in DistributedDataParallel and rank 0
+alone logs and writes. Which items a step reads, and its random draws, are pure functions of
+(seed, step, slot) (see distributed.py), so a resumed run, on any number of processes, sees
+exactly the batches of an uninterrupted one.
 
 Dataset items are dicts with either
     video (c, f, H, W) in [0, 1], caption (stage 2), optional frame_mask (f,) bool, or
