@@ -10,8 +10,10 @@ import torch
 
 from phenaki_core.data.captions import COLOURS, PALETTE, SHAPES, EvalPrompt, evaluation_prompts
 from phenaki_core.data.shapes_world import ShapesWorldConfig, render_clip, render_video
+from phenaki_core.errors import InputError
 from phenaki_core.evaluation import (ClipReading, chain_continuity, confusion_table, frame_stats, read_clip,
                                      read_clips, score_readings)
+from phenaki_core.evaluation.shapes_judge import consistency_scores, frame_consistency
 
 F, S = 17, 64
 
@@ -217,3 +219,48 @@ def test_every_shape_has_a_reference_fill_ratio():
     from phenaki_core.data.captions import SHAPES
     from phenaki_core.evaluation.shapes_judge import SHAPE_FILL
     assert set(SHAPE_FILL) == set(SHAPES)
+
+
+# ---- per-frame consistency --------------------------------------------------------------------
+
+def test_a_clean_clip_holds_together_frame_by_frame() -> None:
+    for shape in SHAPES:
+        found = frame_consistency(_video(shape, xs=np.linspace(16, 48, F)))
+        assert found.frame_shapes == (shape,) * F and found.frame_colours == ("red",) * F
+        assert not found.frame0_differs and not found.morphs and found.shape_changes == 0
+        assert found.stray_per_frame == 0.0 and found.halo_per_frame == 0.0
+
+
+def test_a_first_frame_of_another_shape_or_colour_is_caught() -> None:
+    clip = _video("circle")
+    clip[:, :1] = _video("triangle")[:, :1]
+    found = frame_consistency(clip)
+    assert found.frame0_differs and found.frame_shapes[0] == "triangle" and not found.morphs
+    recoloured = _video("circle")
+    recoloured[:, :1] = _video("circle", colour="blue")[:, :1]
+    assert frame_consistency(recoloured).frame0_differs
+    empty_first = _video("circle")
+    empty_first[:, :1] = 0
+    assert frame_consistency(empty_first).frame0_differs
+
+
+def test_a_clip_morphs_when_more_than_three_frames_change_shape() -> None:
+    for changed, morphs in ((3, False), (4, True)):
+        clip = _video("square")
+        clip[:, 5:5 + changed] = _video("circle")[:, 5:5 + changed]
+        found = frame_consistency(clip)
+        assert found.shape_changes == changed and found.morphs is morphs and not found.frame0_differs
+
+
+def test_stray_and_halo_pixels_are_counted() -> None:
+    clip = _video("square")                    # the object spans x, y 25..38
+    clip[:, :, 2, 2] = 0.9                     # one bright pixel far from it, in every frame
+    clip[:, :, 39, 30] = 0.9                   # one touching it: part of the object
+    clip[0, :, 60, 60] = 0.15                  # one dim red pixel on the background (38 on 0..255)
+    found = frame_consistency(clip)
+    assert found.stray_per_frame == 1.0 and found.halo_per_frame == 1.0  # bright pixels are object, not halo
+    assert found.frame_shapes[0] == "triangle"  # the stray pixel stretches the box: why strays matter
+    scores = consistency_scores(torch.stack([clip, _video("circle")]))
+    assert scores["clips_with_stray"] == 0.5 and scores["stray_pixels_per_frame"] == 0.5 and scores["n"] == 2
+    with pytest.raises(InputError):
+        consistency_scores([])

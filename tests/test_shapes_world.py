@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from phenaki_core.data import captions as cap
+from phenaki_core.data import training_caption
 from phenaki_core.data.captions import (COLOURS, MOTIONS, PALETTE, SHAPES, canonical_caption,
-                                        evaluation_prompts, evaluation_stories, parse_caption,
-                                        training_caption)
+                                        evaluation_prompts, evaluation_stories, parse_caption)
 from phenaki_core.data.shapes_world import (SIZE_LIMITS, ShapesWorldConfig, ShapesWorldDataset,
                                             render_clip, render_video)
 from phenaki_core.evaluation.shapes_judge import read_clip
@@ -153,7 +153,7 @@ def test_standing_still_moves_less_than_one_pixel() -> None:
 # ---- continuation clips ---------------------------------------------------------------------
 
 def test_continuation_clips_are_continuous_and_caption_motion_b() -> None:
-    cfg = ShapesWorldConfig(continuation_prob=1.0, paraphrase_prob=1.0)
+    cfg = ShapesWorldConfig(continuation_prob=1.0, paraphrase_prob=1.0, typed_share=0.0)  # typos do not parse
     ds = ShapesWorldDataset(cfg, seed=77)
     seen_pairs = set()
     for i in range(120):

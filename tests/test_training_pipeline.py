@@ -10,6 +10,7 @@ from PIL import Image
 from phenaki_core import CheckpointError, PhenakiPipeline, TextEncoderSpec, load_bundle, preset
 from phenaki_core.cli import main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, TrainConfig, Trainer, load_train_state
+from phenaki_core.data.typed import TYPED_FORMS
 
 FAST = dict(batch_size=2, warmup_steps=1, log_every=1, preview_every=1000)
 
@@ -172,9 +173,13 @@ def test_eval_quick_writes_a_report_with_every_section(stage2, tmp_path):
                  "--remask", "confidence", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["sampler"]["remask"] == "confidence" and report["sampler"]["steps"] == 2
-    for key in ("tokenizer_psnr_db", "tokenizer_readback", "canonical", "heldout", "chains", "diversity", "targets",
+    for key in ("tokenizer", "canonical", "heldout", "typed", "chains", "diversity", "targets", "ceilings",
                 "targets_met"):
         assert key in report
+    assert set(report["targets_met"]) == set(report["targets"]) | set(report["ceilings"]) | {"not_collapsed"}
+    frames = report["canonical"]["consistency"]  # the generated clips, frame by frame
+    assert frames["n"] == report["canonical"]["n"] and 0.0 <= frames["morphing"] <= 1.0
+    assert set(report["typed"]["all_three_by_form"]) <= set(TYPED_FORMS)
     for key in ("colour", "shape", "motion", "all_three", "blank"):
         assert 0.0 <= report["canonical"][key] <= 1.0
     canonical = report["canonical"]
@@ -191,8 +196,10 @@ def test_eval_prompts_only_measures_just_the_prompts(stage2, tmp_path):
     assert main(["eval", "--checkpoint", str(stage2.bundle), "--quick", "--prompts-only", "--steps", "2",
                  "--device", "cpu", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert {"canonical", "shades", "heldout"} <= set(report) and not {"tokenizer_psnr_db", "chains", "diversity"} & set(report)
-    assert set(report["targets_met"]) == {"colour", "shape", "motion", "all_three", "heldout_all_three"}
+    assert {"canonical", "shades", "heldout", "typed"} <= set(report)
+    assert not {"tokenizer", "chains", "diversity"} & set(report)
+    assert set(report["targets_met"]) == {"colour", "shape", "motion", "all_three", "heldout_all_three",
+                                          "typed_all_three"}
     assert main(["eval", "--checkpoint", str(stage2.bundle), "--prompts-only", "--tokenizer-only"]) == 2
 
 
@@ -215,12 +222,18 @@ def test_tokenizer_readback_of_a_lossless_tokenizer_reads_the_truth():
 
     lossless = Lossless()
     lossless.gain = 1.0
-    psnr, read = tokenizer_quality(lossless, clips=16)
-    assert psnr >= 99 and read["colour"] == 1.0 and read["shape"] == 1.0 and read["motion"] >= 0.85
-    assert read["area_ratio_median"] == 1.0
+    quality = tokenizer_quality(lossless, clips=16)
+    read = quality["readback"]
+    assert quality["psnr_db"] >= 99 and quality["psnr_independent_db"] >= 99
+    assert read["colour"] == 1.0 and read["shape"] == 1.0 and read["motion"] >= 0.85
+    assert read["area_ratio_median"] == 1.0 and quality["readback_independent"]["all_three"] == 1.0
+    for frames in (quality["consistency"], quality["consistency_independent"]):  # clean clips hold together
+        assert frames["frame0_differs"] == frames["morphing"] == frames["halo_pixels_per_frame"] == 0.0
     lossless.gain = 0.0
-    psnr, read = tokenizer_quality(lossless, clips=16)
-    assert psnr < 20 and read["blank"] == 1.0 and read["all_three"] == 0.0 and read["area_ratio_median"] == 0.0
+    quality = tokenizer_quality(lossless, clips=16)
+    read = quality["readback"]
+    assert quality["psnr_db"] < 20 and read["blank"] == 1.0 and read["all_three"] == 0.0
+    assert read["area_ratio_median"] == 0.0
 
 
 def test_eval_tokenizer_only_measures_stage_1(stage1, tmp_path, monkeypatch):
@@ -231,8 +244,10 @@ def test_eval_tokenizer_only_measures_stage_1(stage1, tmp_path, monkeypatch):
     assert main(["eval", "--checkpoint", str(stage1.bundle), "--tokenizer-only", "--quick", "--device", "cpu",
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report) >= {"tokenizer_psnr_db", "tokenizer_readback", "targets_met"} and "canonical" not in report
-    assert report["tokenizer_readback"]["n"] == 16
+    assert set(report) >= {"tokenizer", "targets", "ceilings", "targets_met"} and "canonical" not in report
+    assert report["tokenizer"]["readback"]["n"] == 16 and report["tokenizer"]["consistency"]["n"] == 16
+    assert set(report["targets_met"]) == {"psnr_db", "psnr_independent_db", "tokenizer_frame0_differs",
+                                          "tokenizer_morphing"}
 
 
 @pytest.mark.parametrize("stage", ["tokenizer", "transformer"])

@@ -3,7 +3,8 @@
 from .captions import (COLOUR_SYNONYMS, COLOURS, HELDOUT_COLOUR_SYNONYMS, HELDOUT_MOTION_PHRASES, HELDOUT_SHAPE_SYNONYMS, HELDOUT_WORDS,
                        MOTION_PARTICIPLES, MOTION_VERBS, MOTIONS, PALETTE, SHAPE_SYNONYMS, SHAPES,
                        EvalPrompt, canonical_caption, evaluation_prompts, evaluation_stories,
-                       parse_caption, training_caption)
+                       paraphrase_caption, parse_caption)
+from .typed import TypedPrompt, training_caption, typed_caption, typed_evaluation_prompts
 from .shapes_world import (ShapesClip, ShapesWorldConfig, ShapesWorldDataset, plan_trajectory,
                            render_clip, render_video)
 from .shards import (ShardIndex, TokenShardDataset, collate_shards, precompute_shards, read_index,
@@ -15,7 +16,8 @@ __all__ = [
     "COLOUR_SYNONYMS", "COLOURS", "HELDOUT_COLOUR_SYNONYMS", "HELDOUT_MOTION_PHRASES", "HELDOUT_SHAPE_SYNONYMS", "HELDOUT_WORDS",
     "MOTION_PARTICIPLES", "MOTION_VERBS", "MOTIONS", "PALETTE", "SHAPE_SYNONYMS", "SHAPES",
     "EvalPrompt", "canonical_caption", "evaluation_prompts", "evaluation_stories", "parse_caption",
-    "training_caption", "ShapesClip", "ShapesWorldConfig", "ShapesWorldDataset",
+    "paraphrase_caption", "training_caption", "TypedPrompt", "typed_caption", "typed_evaluation_prompts",
+    "ShapesClip", "ShapesWorldConfig", "ShapesWorldDataset",
     "plan_trajectory", "render_clip", "render_video",
     "ShardIndex", "TokenShardDataset", "collate_shards", "precompute_shards", "read_index", "token_frame_mask",
     "tokenizer_fingerprint", "VideoFolderConfig", "VideoFolderDataset", "VideoFolderReport",

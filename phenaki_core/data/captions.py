@@ -4,9 +4,10 @@ This module is the single place that holds every word the Shapes World generator
 (the contract in docs/shapes_world.md asks for that). It has three parts:
 
 * the world's attributes: :data:`PALETTE` (exact RGB values), :data:`SHAPES`, :data:`MOTIONS`;
-* training captions: :func:`canonical_caption` and :func:`training_caption`, which picks the
-  canonical form or a paraphrase built from :data:`COLOUR_SYNONYMS`, :data:`SHAPE_SYNONYMS`,
-  :data:`MOTION_PARTICIPLES`, :data:`MOTION_VERBS` and the templates;
+* training captions: :func:`canonical_caption` and :func:`paraphrase_caption`, a paraphrase built
+  from :data:`COLOUR_SYNONYMS`, :data:`SHAPE_SYNONYMS`, :data:`MOTION_PARTICIPLES`,
+  :data:`MOTION_VERBS` and the templates (:mod:`.typed` adds the forms people type in a node
+  editor, and its :func:`~.typed.training_caption` mixes the three);
 * evaluation: :data:`HELDOUT_COLOUR_SYNONYMS`, :data:`HELDOUT_SHAPE_SYNONYMS` and
   :data:`HELDOUT_MOTION_PHRASES`, paraphrases the generator never produces, and the fixed prompt
   lists :func:`evaluation_prompts` and :func:`evaluation_stories`.
@@ -141,7 +142,7 @@ MOTION_VERBS: dict[str, tuple[str, ...]] = {
                   "contracts", "dwindles", "scales down", "shrinks away", "gets tinier"),
 }
 
-#: Templates for participle phrases. ``{a}`` is "a"; :func:`_fix_articles` turns it into "an"
+#: Templates for participle phrases. ``{a}`` is "a"; :func:`fix_articles` turns it into "an"
 #: before a vowel once the words are in.
 PARTICIPLE_TEMPLATES: tuple[str, ...] = (
     "{a} {colour} {shape} {motion}",
@@ -232,7 +233,7 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
-def _fix_articles(text: str) -> str:
+def fix_articles(text: str) -> str:
     """``a`` -> ``an`` before a vowel (and back), after the template's words are filled in."""
     return re.sub(r"\b(a|an) (\w)", lambda m: f"{_article(m.group(2))} {m.group(2)}", text)
 
@@ -264,18 +265,8 @@ def paraphrase_caption(colour: str, shape: str, motion: str, rng: np.random.Gene
         phrases, templates = MOTION_VERBS[motion], VERB_TEMPLATES
     phrase = phrases[rng.integers(len(phrases))]
     template = templates[rng.integers(len(templates))]
-    text = _fix_articles(template.format(a="a", colour=colour_word, shape=noun, motion=phrase))
+    text = fix_articles(template.format(a="a", colour=colour_word, shape=noun, motion=phrase))
     return text + "." if rng.random() < 0.25 else text
-
-
-def training_caption(colour: str, shape: str, motion: str, rng: np.random.Generator,
-                     paraphrase_prob: float = 0.5) -> str:
-    """Caption for a training clip: a paraphrase with probability ``paraphrase_prob``, else canonical."""
-    if not 0.0 <= paraphrase_prob <= 1.0:
-        raise ValueError(f"paraphrase_prob must be in [0, 1], got {paraphrase_prob!r}")
-    if rng.random() < paraphrase_prob:
-        return paraphrase_caption(colour, shape, motion, rng)
-    return canonical_caption(colour, shape, motion)
 
 
 def all_training_phrases() -> dict[str, frozenset[str]]:
@@ -346,7 +337,7 @@ class EvalPrompt(NamedTuple):
 NUM_EVAL_PROMPTS = 42  # 2 x (3 shapes x 7 motions); colours cycle (5 or 6 each)
 
 
-def _eval_targets() -> list[tuple[str, str, str]]:
+def evaluation_targets() -> list[tuple[str, str, str]]:
     # 3 and 7 are coprime, so i -> (i % 3, i % 7) visits all 21 shape/motion pairs every 21 steps.
     return [(COLOURS[i % len(COLOURS)], SHAPES[i % len(SHAPES)], MOTIONS[i % len(MOTIONS)])
             for i in range(NUM_EVAL_PROMPTS)]
@@ -363,17 +354,17 @@ def evaluation_prompts(kind: Literal["canonical", "shades", "heldout"] = "canoni
     templates the generator never produces (tests language transfer of the text encoder).
     """
     out = []
-    for i, (colour, shape, motion) in enumerate(_eval_targets()):
+    for i, (colour, shape, motion) in enumerate(evaluation_targets()):
         if kind == "canonical":
             prompt = canonical_caption(colour, shape, motion)
         elif kind == "shades":
             shades = COLOUR_SYNONYMS[colour][1:]
-            prompt = _fix_articles(f"a {shades[(i // len(COLOURS)) % len(shades)]} {shape} {motion}")
+            prompt = fix_articles(f"a {shades[(i // len(COLOURS)) % len(shades)]} {shape} {motion}")
         elif kind == "heldout":
             shades = HELDOUT_COLOUR_SYNONYMS[colour]
             nouns, phrases = HELDOUT_SHAPE_SYNONYMS[shape], HELDOUT_MOTION_PHRASES[motion]
             template = HELDOUT_TEMPLATES[i % len(HELDOUT_TEMPLATES)]
-            prompt = _fix_articles(template.format(a="a", colour=shades[(i // 8) % len(shades)],
+            prompt = fix_articles(template.format(a="a", colour=shades[(i // 8) % len(shades)],
                                                    shape=nouns[(i // 3) % len(nouns)],
                                                    motion=phrases[(i // 7) % len(phrases)]))
         else:

@@ -42,8 +42,8 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError
 from ..validation import is_int, is_number
-from .captions import (COLOURS, MOTIONS, PALETTE, SHAPES, SIZE_MOTIONS,
-                       canonical_caption, training_caption)
+from .captions import COLOURS, MOTIONS, PALETTE, SHAPES, SIZE_MOTIONS, canonical_caption
+from .typed import training_caption
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,9 @@ class ShapesWorldConfig:
     >= 64; smaller sizes (>= 16) are allowed for fast tests but small objects become ambiguous.
     ``num_frames`` and ``prime_frames`` must follow ``1 + k * temporal_patch``.
     ``continuation_prob``: share of continuation clips (motion A for ``prime_frames`` frames,
-    then motion B). ``paraphrase_prob``: share of captions that are paraphrases.
+    then motion B). ``paraphrase_prob``: share of captions that are reworded; ``typed_share``: share
+    of the reworded ones written the way people type prompts (tag lists, commands, tenses, casing,
+    typos; :mod:`.typed`), the rest are paraphrases.
     """
 
     image_size: int = 64
@@ -90,6 +92,7 @@ class ShapesWorldConfig:
     continuation_prob: float = 0.3
     prime_frames: int = 5
     paraphrase_prob: float = 0.5
+    typed_share: float = 0.5
     fps: int = 8
 
     def __post_init__(self) -> None:
@@ -97,7 +100,7 @@ class ShapesWorldConfig:
             value = getattr(self, name)
             if not is_int(value, 1):
                 raise ConfigError(f"ShapesWorldConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("continuation_prob", "paraphrase_prob"):
+        for name in ("continuation_prob", "paraphrase_prob", "typed_share"):
             value = getattr(self, name)
             if not is_number(value, 0.0, 1.0):
                 raise ConfigError(f"ShapesWorldConfig.{name} must be a probability in [0, 1], got {value!r}")
@@ -374,7 +377,7 @@ def render_clip(seed: int | np.random.Generator, config: ShapesWorldConfig | Non
     centers, half_extents = plan_trajectory(rng, config, motion, prev_motion)
     video = render_video(shape, colour, centers, half_extents, config.image_size)
     caption = training_caption(colour, shape, motion, np.random.default_rng(caption_seed),
-                               config.paraphrase_prob)
+                               config.paraphrase_prob, config.typed_share)
     return ShapesClip(
         video=torch.from_numpy(video), caption=caption,
         canonical=canonical_caption(colour, shape, motion), colour=colour, shape=shape,

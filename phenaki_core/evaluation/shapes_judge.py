@@ -12,6 +12,14 @@ Reading rules (docs/shapes_world.md):
 * chain continuity: centroid jump between the last frame of one scene and the first new frame
   of the next, as a fraction of the width.
 
+Per-frame consistency (:func:`frame_consistency`): each frame is read on its own (colour by the
+majority of its object pixels, shape by its own fill ratio). A clip's first frame *differs* when
+it is empty or its colour or shape is not the majority of the other frames'; a clip *morphs*
+when more than ``MORPH_FRAMES`` frames read as another shape than the clip. *Stray* pixels are
+object pixels more than ``STRAY_DISTANCE`` pixels from the frame's largest connected object;
+*halo* pixels are visible colour on the background (largest channel above ``HALO_THRESHOLD``,
+at most the object threshold). A clean Shapes World clip has none of either.
+
 Frames without object pixels are skipped ("first"/"last" mean the first/last frames where the
 object is visible); a clip with the object in fewer than ``min_present_fraction`` of its frames
 is read as blank.
@@ -38,6 +46,9 @@ GROWING_RATIO = 1.5
 SHRINKING_RATIO = 0.67
 STILL_FRACTION = 0.1
 RANGE_TOLERANCE = 1e-3                       # float inputs may overshoot [0, 1] by this much
+MORPH_FRAMES = 3                             # a clip morphs when more frames than this read as another shape
+STRAY_DISTANCE = 2                           # pixels (Chebyshev) from the main object
+HALO_THRESHOLD = 24.0                        # on 0..255: visible on black, below the object threshold
 
 _PALETTE_255 = np.asarray([PALETTE[c] for c in COLOURS], dtype=np.float32)  # (8, 3)
 
@@ -284,3 +295,100 @@ def chain_continuity(scene_a: Any, scene_b: Any, *, first_new_frame: int = 0) ->
     if np.isnan(ca).any() or np.isnan(cb).any():
         return math.nan
     return float(math.hypot(*(cb - ca)) / a.shape[3])
+
+
+# --------------------------------------------------------------------------------------------
+# Per-frame consistency
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FrameConsistency:
+    """How one clip holds together frame by frame (see the module docstring).
+
+    frame_colours / frame_shapes: each frame read on its own (None where the frame is empty);
+    frame0_differs: frame 0 empty, or another colour or shape than the other frames' majority;
+    shape_changes: frames reading as another shape than the clip; morphs: shape_changes >
+    ``MORPH_FRAMES``; stray_per_frame / halo_per_frame: mean pixel counts per frame.
+    """
+
+    frame_colours: tuple[str | None, ...]
+    frame_shapes: tuple[str | None, ...]
+    frame0_differs: bool
+    shape_changes: int
+    morphs: bool
+    stray_per_frame: float
+    halo_per_frame: float
+
+
+def _majority(values: Sequence[str | None]) -> str | None:
+    seen = [v for v in values if v is not None]
+    return max(set(seen), key=seen.count) if seen else None
+
+
+def _main_object(mask: np.ndarray) -> np.ndarray:
+    """(f, h, w) bool -> the largest 8-connected component of each frame, same shape."""
+    f, h, w = mask.shape
+    m = torch.from_numpy(mask)[:, None].float()                         # f 1 h w
+    labels = (torch.arange(1, h * w + 1, dtype=torch.float32).view(1, 1, h, w) * m)
+    for _ in range(h * w):                                              # converges in ~object length
+        grown = torch.nn.functional.max_pool2d(labels, 3, stride=1, padding=1) * m
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    labels = labels[:, 0].long().numpy()                                # f h w
+    main = np.zeros_like(mask)
+    for t in range(f):
+        ids, counts = np.unique(labels[t][labels[t] > 0], return_counts=True)
+        if ids.size:
+            main[t] = labels[t] == ids[counts.argmax()]
+    return main
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    m = torch.from_numpy(mask)[:, None].float()
+    return torch.nn.functional.max_pool2d(m, 2 * radius + 1, stride=1, padding=radius)[:, 0].numpy() > 0
+
+
+def frame_consistency(video: Any) -> FrameConsistency:
+    """Read every frame of one clip on its own, and count stray and halo pixels."""
+    arr = _to_cfhw255(video)                                            # (3, f, h, w)
+    mask = _object_mask(arr)                                            # (f, h, w)
+    stats = _frame_stats(mask)
+    f = mask.shape[0]
+    colours: list[str | None] = []
+    shapes: list[str | None] = []
+    for t in range(f):
+        if not stats.areas[t]:
+            colours.append(None)
+            shapes.append(None)
+            continue
+        pixels = arr[:, t][:, mask[t]]                                  # (3, n)
+        dist = (_PALETTE_255**2).sum(-1)[:, None] - 2.0 * _PALETTE_255 @ pixels
+        colours.append(COLOURS[int(np.bincount(dist.argmin(axis=0), minlength=len(COLOURS)).argmax())])
+        shapes.append(min(SHAPE_FILL, key=lambda s: abs(SHAPE_FILL[s] - stats.fills[t])))
+    clip_shape = _majority(shapes)
+    rest_colour, rest_shape = _majority(colours[1:]), _majority(shapes[1:])
+    frame0_differs = clip_shape is not None and (
+        shapes[0] is None or (f > 1 and (colours[0] != rest_colour or shapes[0] != rest_shape)))
+    changes = sum(s is not None and s != clip_shape for s in shapes)
+    stray = mask & ~_dilate(_main_object(mask), STRAY_DISTANCE)
+    brightest = arr.max(axis=0)                                         # (f, h, w)
+    halo = (brightest > HALO_THRESHOLD) & ~mask
+    return FrameConsistency(tuple(colours), tuple(shapes), bool(frame0_differs), int(changes),
+                            changes > MORPH_FRAMES, float(stray.sum() / f), float(halo.sum() / f))
+
+
+def consistency_scores(videos: Any) -> dict[str, float]:
+    """Shares of clips whose first frame differs and that morph, and mean stray and halo pixels
+    per frame, over a batch (b, c, f, h, w) or a sequence of clips."""
+    if isinstance(videos, torch.Tensor) and videos.dim() == 4:
+        videos = [videos]
+    found = [frame_consistency(v) for v in videos]
+    if not found:
+        raise InputError("nothing to measure: no clips")
+    return {"frame0_differs": float(np.mean([c.frame0_differs for c in found])),
+            "morphing": float(np.mean([c.morphs for c in found])),
+            "stray_pixels_per_frame": float(np.mean([c.stray_per_frame for c in found])),
+            "clips_with_stray": float(np.mean([c.stray_per_frame > 0 for c in found])),
+            "halo_pixels_per_frame": float(np.mean([c.halo_per_frame for c in found])),
+            "n": float(len(found))}

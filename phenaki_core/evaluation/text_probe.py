@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import COLOURS, MOTIONS, SHAPES
-from ..data.captions import evaluation_prompts, training_caption
+from ..data.captions import evaluation_prompts
+from ..data.typed import training_caption
 from .shapes_judge import confusion_table
 
 ATTRIBUTES = (("colour", COLOURS), ("shape", SHAPES), ("motion", MOTIONS))

@@ -69,6 +69,9 @@ class TrainConfig:
     continuation_prob: float = _setting(0.3, "Shapes World: share of clips that continue an earlier clip",
                                         low=0, high=1)
     paraphrase_prob: float = _setting(0.5, "Shapes World: share of captions reworded", low=0, high=1)
+    typed_share: float = _setting(0.5, "Shapes World: share of the reworded captions written the way people type "
+                                       "prompts (tag lists, commands, tenses, casing, typos); the rest are paraphrases",
+                                  low=0, high=1)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -301,7 +301,7 @@ class Trainer:
                 image_size=config.cvivit.image_size, num_frames=frames,
                 temporal_patch=config.cvivit.temporal_patch_size, continuation_prob=cfg.continuation_prob,
                 prime_frames=min(5, frames - config.cvivit.temporal_patch_size),
-                paraphrase_prob=cfg.paraphrase_prob, fps=int(config.fps))
+                paraphrase_prob=cfg.paraphrase_prob, typed_share=cfg.typed_share, fps=int(config.fps))
             dataset = ShapesWorldDataset(self.data_config, seed=cfg.data_seed)
         self.dataset = dataset
         self.positions = EpochOrder(dataset, seed=cfg.data_seed,
