@@ -215,3 +215,29 @@ def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu",
     model.eval()
     return Bundle(model, text_encoder, extra, path)
 
+
+
+def with_decoder_from(bundle: Bundle, donor: Bundle) -> Bundle:
+    """``bundle`` with the tokenizer decoder of ``donor``: the result of a ``--decoder-only`` run
+    (trained alongside a stage-2 run on the same tokenizer) put together with that stage-2 model.
+    The encoders must be bit-identical, so every token id the transformer learned means what it
+    meant; the decoder's modules (and its pixel refiner) come from ``donor``, the rest from ``bundle``."""
+    import dataclasses
+
+    mine, theirs = bundle.model.config.cvivit, donor.model.config.cvivit
+    if dataclasses.replace(mine, pixel_refiner=theirs.pixel_refiner) != theirs:
+        raise CheckpointError("the two bundles' tokenizers have other geometries; a decoder fits only the encoder "
+                              "it was trained with")
+    decoder = {id(p) for module in donor.model.cvivit.decoder_modules() for p in module.parameters()}
+    decoder_names = {f"cvivit.{n}" for n, p in donor.model.cvivit.named_parameters() if id(p) in decoder}
+    own, given = bundle.model.state_dict(), donor.model.state_dict()
+    for name, tensor in own.items():
+        if name.startswith("cvivit.") and name not in decoder_names and not torch.equal(tensor, given[name]):
+            raise CheckpointError(f"the two bundles' encoders differ ({name}); --decoder-from takes the decoder of a "
+                                  f"--decoder-only run of this bundle's own tokenizer")
+    model = Phenaki(bundle.model.config.replace(cvivit=theirs))
+    model.load_state_dict({**own, **{n: given[n] for n in decoder_names}}, strict=True)
+    history = list(bundle.extra.get("history", []))
+    history += [h for h in donor.extra.get("history", []) if h.get("decoder_only") and h not in history]
+    return Bundle(model.to(next(bundle.model.parameters()).dtype), bundle.text_encoder,
+                  {**bundle.extra, "history": history}, bundle.path)

@@ -272,11 +272,15 @@ def _model_config(args):
             logger.warning("%s continues its own model; --preset %s is ignored", args.run_dir, args.preset)
         return config
     if args.preset:
-        return preset(args.preset)
-    bundle = args.init_from or (args.tokenizer if args.stage == "transformer" else None)
-    if bundle:
-        return read_metadata(bundle)[0]
-    return preset(DEFAULT_PRESET)
+        config = preset(args.preset)
+    else:
+        bundle = args.init_from or (args.tokenizer if args.stage == "transformer" else None)
+        config = read_metadata(bundle)[0] if bundle else preset(DEFAULT_PRESET)
+    if args.pixel_refiner is not None:
+        if args.stage != "tokenizer":
+            raise InputError("--pixel-refiner changes the tokenizer's decoder: train it in stage 1 (tokenizer)")
+        config = config.replace(cvivit=dataclasses.replace(config.cvivit, pixel_refiner=args.pixel_refiner))
+    return config
 
 
 def _training_dataset(args, model_config):
@@ -469,8 +473,10 @@ def cmd_precompute(args) -> int:
 
 # --- export -----------------------------------------------------------------------------------------
 def cmd_export(args) -> int:
-    from .checkpoint import load_bundle, save_bundle
+    from .checkpoint import load_bundle, save_bundle, with_decoder_from
     bundle = load_bundle(args.source)
+    if args.decoder_from:
+        bundle = with_decoder_from(bundle, load_bundle(args.decoder_from))
     dtype = DTYPES[args.dtype]
     extra = dict(bundle.extra)
     if args.note:
@@ -596,6 +602,9 @@ def _add_train_parser(sub) -> None:
                                         f"{DEFAULT_PRESET}")
     train.add_argument("--tokenizer", metavar="BUNDLE", help="stage 2: the stage-1 bundle whose tokenizer to freeze")
     train.add_argument("--init-from", metavar="BUNDLE", help="warm-start from a bundle with the same architecture")
+    train.add_argument("--pixel-refiner", type=_non_negative_int, metavar="K",
+                       help="stage 1: give the decoder a pixel refiner of width K (0: none); added to an --init-from "
+                            "model without one, it starts as the identity (with --decoder-only the token ids stay)")
     train.add_argument("--data", metavar="FOLDER", help="a folder of captioned clips to train on (default: Shapes World)")
     train.add_argument("--shards", metavar="FOLDER", help="stage 2: token shards written by `phenaki precompute`")
     train.add_argument("--frames", type=_positive_int, metavar="N", help="--data: frames per clip, 1 + k * temporal patch "
@@ -672,6 +681,9 @@ def _add_export_parser(sub) -> None:
     ex.add_argument("target")
     ex.add_argument("--dtype", choices=tuple(DTYPES), default="fp16")
     ex.add_argument("--note", help="a note stored in the bundle's metadata")
+    ex.add_argument("--decoder-from", metavar="BUNDLE",
+                    help="take the tokenizer's decoder from this bundle: a --decoder-only run of the source's own "
+                         "tokenizer (the encoders must be identical, so the token ids keep their meaning)")
     ex.set_defaults(func=cmd_export)
 
 

@@ -56,10 +56,17 @@ class CViViTConfig:
     # hidden width of k * dim. A linear map can only mix a few basis patches; the MLP draws sharp
     # edges and flat colours at any offset, and learns many times faster.
     pixel_mlp_mult: int = 0
+    # 0: the pixel heads' patches are the output; k > 0: a residual stack of three 3x3 convolutions
+    # of width k refines each decoded frame on its own (so causality holds). A pixel head draws
+    # each patch from its token alone; the refiner sees across patch borders and cleans the faint
+    # colour the heads leave around edges. It starts as the identity, so it can be added to a
+    # trained tokenizer (``phenaki train tokenizer --decoder-only --pixel-refiner K``).
+    pixel_refiner: int = 0
 
     def __post_init__(self) -> None:
-        if not is_int(self.pixel_mlp_mult, 0):
-            raise ConfigError(f"pixel_mlp_mult must be an integer >= 0, got {self.pixel_mlp_mult!r}")
+        for name in ("pixel_mlp_mult", "pixel_refiner"):
+            if not is_int(getattr(self, name), 0):
+                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("dim", "codebook_size", "image_size", "patch_size", "temporal_patch_size",
                      "spatial_depth", "temporal_depth", "heads", "dim_head", "channels"):
             _positive_int(name, getattr(self, name))

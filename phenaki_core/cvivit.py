@@ -62,6 +62,25 @@ def _pixel_head(dim: int, out_dim: int, mlp_mult: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, dim * mlp_mult), nn.GELU(), nn.Linear(dim * mlp_mult, out_dim))
 
 
+class PixelRefiner(nn.Module):
+    """Decoded frames -> refined frames, each frame on its own: x + conv(gelu(conv(gelu(conv(x))))).
+    The last convolution starts at zero, so a new refiner is the identity."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.GELU(),
+                                    nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+                                    nn.Conv2d(width, channels, 3, padding=1))
+        nn.init.zeros_(self.layers[-1].weight)
+        nn.init.zeros_(self.layers[-1].bias)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        b, f = video.shape[0], video.shape[2]
+        frames = rearrange(video, "b c f h w -> (b f) c h w")
+        frames = frames + self.layers(frames)
+        return rearrange(frames, "(b f) c h w -> b c f h w", b=b, f=f)
+
+
 class CViViT(nn.Module):
     def __init__(self, config: CViViTConfig):
         super().__init__()
@@ -86,6 +105,7 @@ class CViViT(nn.Module):
         self.dec_spatial_transformer = Transformer(depth=config.spatial_depth, **spatial)
         self.to_pixels_first_frame = _pixel_head(dim, first_dim, config.pixel_mlp_mult)
         self.to_pixels = _pixel_head(dim, tube_dim, config.pixel_mlp_mult)
+        self.pixel_refiner = PixelRefiner(c, config.pixel_refiner) if config.pixel_refiner else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -95,8 +115,9 @@ class CViViT(nn.Module):
         """The modules only the decoder uses: training them leaves every token id as it was, so a
         transformer trained on this tokenizer's ids keeps working. (The position bias is shared with
         the encoder and is not among them.)"""
-        return (self.quantizer.project_out, self.dec_temporal_transformer, self.dec_spatial_transformer,
-                self.to_pixels_first_frame, self.to_pixels)
+        modules = (self.quantizer.project_out, self.dec_temporal_transformer, self.dec_spatial_transformer,
+                   self.to_pixels_first_frame, self.to_pixels)
+        return modules + ((self.pixel_refiner,) if self.pixel_refiner is not None else ())
 
     # --- input checks -------------------------------------------------------------------------
     def check_video(self, video: torch.Tensor, check_range: bool = True) -> torch.Tensor:
@@ -180,7 +201,10 @@ class CViViT(nn.Module):
                           "b 1 y x (c p1 p2) -> b c 1 (y p1) (x p2)", p1=p, p2=p)
         rest = rearrange(self.to_pixels(tokens[:, 1:].contiguous()),
                          "b t y x (c pt p1 p2) -> b c (t pt) (y p1) (x p2)", pt=pt, p1=p, p2=p)
-        return (torch.cat((first, rest), dim=2) + 1) / 2
+        video = torch.cat((first, rest), dim=2)                                  # b c f H W, in [-1, 1]
+        if self.pixel_refiner is not None:
+            video = self.pixel_refiner(video)
+        return (video + 1) / 2
 
     @torch.no_grad()
     def decode_from_ids(self, ids: torch.Tensor) -> torch.Tensor:

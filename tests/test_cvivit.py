@@ -16,6 +16,8 @@ CAUSAL_CONFIGS = {
     "tiny": preset("tiny").cvivit,
     "two-layer": CViViTConfig(dim=48, codebook_size=256, image_size=16, patch_size=4, spatial_depth=2,
                               temporal_depth=2, heads=3, dim_head=16),
+    "pixel-refiner": CViViTConfig(dim=32, codebook_size=64, image_size=16, patch_size=4, spatial_depth=1,
+                                  temporal_depth=1, heads=2, dim_head=16, pixel_mlp_mult=2, pixel_refiner=8),
 }
 
 
@@ -120,3 +122,18 @@ def test_the_lfq_entropy_term_is_computed_in_float32_under_bf16_autocast():
         mixed = quantizer(z).entropy_loss
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, exact, atol=1e-5, rtol=1e-5)
+
+
+def test_a_new_pixel_refiner_is_the_identity_and_a_trained_one_changes_only_its_frame():
+    cfg = CAUSAL_CONFIGS["pixel-refiner"]
+    model = CViViT(cfg)
+    video = random_video(1, 5, cfg.image_size, seed=1) * 2 - 1
+    assert torch.equal(model.pixel_refiner(video), video)
+    refiner = perturbed(lambda: CViViT(cfg), 0).pixel_refiner
+    changed = video.clone()
+    changed[:, :, 3] = 0
+    before, after = refiner(video), refiner(changed)
+    assert not torch.equal(before[:, :, 3], after[:, :, 3])
+    assert torch.equal(before[:, :, :3], after[:, :, :3]) and torch.equal(before[:, :, 4:], after[:, :, 4:])
+    with pytest.raises(ValueError, match="pixel_refiner"):
+        CViViTConfig(pixel_refiner=-1)

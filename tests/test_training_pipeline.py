@@ -1,13 +1,15 @@
 """The whole pipeline at a tiny config: stage 1, stage 2, exact resume, then generation via the CLI."""
 
-import math
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
 from PIL import Image
 
 from phenaki_core import CheckpointError, PhenakiPipeline, TextEncoderSpec, load_bundle, preset
+from phenaki_core.checkpoint import with_decoder_from
 from phenaki_core.cli import main
 from phenaki_core.training import BUNDLE_FILE, STATE_FILE, TrainConfig, Trainer, load_train_state
 from phenaki_core.data.typed import TYPED_FORMS
@@ -79,6 +81,54 @@ def test_decoder_only_keeps_the_token_ids_and_the_transformer(stage2, tmp_path):
     video = torch.rand(2, 3, 17, 16, 16, generator=torch.Generator().manual_seed(0))
     assert torch.equal(before.model.cvivit.encode_to_ids(video), tuned.model.cvivit.encode_to_ids(video))
     assert tuned.extra["history"][-1] == {**tuned.extra["history"][-1], "stage": "tokenizer", "decoder_only": True}
+
+
+def test_a_pixel_refiner_grows_on_a_trained_decoder_and_keeps_the_ids(stage2, tmp_path):
+    """--decoder-only --pixel-refiner K on a model without a refiner: the refiner starts as the identity
+    (the first decode is the old one), trains, and every token id and the transformer stay."""
+    before = load_bundle(stage2.bundle)
+    grown = preset("tiny-shapes").replace(cvivit=dataclasses.replace(preset("tiny-shapes").cvivit, pixel_refiner=4))
+    cfg = TrainConfig(stage="tokenizer", steps=2, checkpoint_every=2, decoder_only=True, lr=1e-2, **FAST)
+    trainer = Trainer(tmp_path / "dec", grown, cfg, init_from=stage2.bundle, progress=False)
+    ids = torch.randint(0, grown.cvivit.codebook_size, (1, 3, grown.cvivit.grid_size, grown.cvivit.grid_size))
+    assert torch.equal(trainer.model.cvivit.decode_from_ids(ids), before.model.cvivit.decode_from_ids(ids))
+    tuned = load_bundle(trainer.run().bundle)
+    assert tuned.model.config == grown
+    video = torch.rand(2, 3, 17, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(before.model.cvivit.encode_to_ids(video), tuned.model.cvivit.encode_to_ids(video))
+    new = tuned.model.state_dict()
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in new.items() if "pixel_refiner.layers.4" in k)
+    assert all(torch.equal(v, new[k]) for k, v in before.model.state_dict().items() if k.startswith("maskgit."))
+    with pytest.raises(CheckpointError, match="another architecture"):  # anything else still has to match
+        other = grown.replace(cvivit=dataclasses.replace(grown.cvivit, pixel_mlp_mult=1))
+        Trainer(tmp_path / "other", other, cfg, init_from=stage2.bundle, progress=False)
+
+
+def test_export_takes_the_decoder_of_a_decoder_only_run(stage2, tmp_path):
+    """A --decoder-only run (with a new pixel refiner) of stage 2's tokenizer, put together with the stage-2
+    model: the transformer and encoder from one, the decoder from the other; other encoders are refused."""
+    grown = preset("tiny-shapes").replace(cvivit=dataclasses.replace(preset("tiny-shapes").cvivit, pixel_refiner=4))
+    cfg = TrainConfig(stage="tokenizer", steps=2, checkpoint_every=2, decoder_only=True, lr=1e-2, **FAST)
+    donor = Trainer(tmp_path / "dec", grown, cfg, init_from=stage2.bundle, progress=False).run().bundle
+    out = tmp_path / "merged.safetensors"
+    assert main(["export", str(stage2.bundle), str(out), "--dtype", "fp32", "--decoder-from", str(donor)]) == 0
+    merged, decoded, model = load_bundle(out), load_bundle(donor), load_bundle(stage2.bundle)
+    assert merged.model.config == grown and merged.extra["history"][-1]["decoder_only"]
+    ids = torch.randint(0, grown.cvivit.codebook_size, (1, 3, grown.cvivit.grid_size, grown.cvivit.grid_size))
+    assert torch.equal(merged.model.cvivit.decode_from_ids(ids), decoded.model.cvivit.decode_from_ids(ids))
+    state = merged.model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in model.model.state_dict().items() if not k.startswith("cvivit."))
+    other = load_bundle(stage2.bundle)
+    with torch.no_grad():
+        other.model.cvivit.to_patch_emb[0].weight.add_(1e-3)  # another encoder: its ids mean other things
+    with pytest.raises(CheckpointError, match="encoders differ"):
+        with_decoder_from(other, decoded)
+
+
+def test_cli_pixel_refiner_is_a_tokenizer_option(stage2, tmp_path, capsys):
+    assert main(["train", "transformer", str(tmp_path / "t"), "--tokenizer", str(stage2.bundle),
+                 "--pixel-refiner", "8", "--steps", "1", "--device", "cpu"]) == 2
+    assert "stage 1" in capsys.readouterr().err
 
 
 def test_decoder_only_needs_a_trained_model_and_the_tokenizer_stage(tmp_path):

@@ -82,6 +82,24 @@ class TrainResult:
     finished_before: bool = False  # the run was already at its end; nothing was trained
 
 
+def _adds_pixel_refiner(old, new) -> bool:
+    """True when ``new`` is ``old`` with a pixel refiner added to a decoder that had none."""
+    return (old.cvivit.pixel_refiner == 0 and new.cvivit.pixel_refiner > 0
+            and old.replace(cvivit=dataclasses.replace(old.cvivit, pixel_refiner=new.cvivit.pixel_refiner)) == new)
+
+
+def _load_growing(model: torch.nn.Module, state: dict, grows: bool) -> None:
+    """Load ``state`` strictly; when ``grows``, the new pixel refiner's weights may be absent
+    (they keep their identity initialisation) and nothing else may be."""
+    if not grows:
+        model.load_state_dict(state, strict=True)
+        return
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    stray = [k for k in missing if not k.startswith("cvivit.pixel_refiner.")] + list(unexpected)
+    if stray:
+        raise CheckpointError(f"the bundle does not fit this model: {stray[:5]}")
+
+
 def _decay_groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only; none on norms, biases, embeddings, scales and null k/v."""
     decay, no_decay = [], []
@@ -311,11 +329,15 @@ class Trainer:
     def _warm_start(self, init_from, tokenizer_from) -> None:
         if init_from is not None:
             bundle = load_bundle(init_from)
-            if bundle.model.config != self.config:
+            grows = _adds_pixel_refiner(bundle.model.config, self.config)
+            if bundle.model.config != self.config and not grows:
                 raise CheckpointError(f"{init_from} has another architecture than this run's model "
                                       f"({config_difference(bundle.model.config, self.config)}); leave --preset "
                                       f"out to train the bundle's own")
-            self.model.load_state_dict(bundle.model.state_dict(), strict=True)
+            _load_growing(self.model, bundle.model.state_dict(), grows)
+            if grows:
+                logger.info("the decoder gains a pixel refiner of width %d; it starts as the identity",
+                            self.config.cvivit.pixel_refiner)
             self.history = list(bundle.extra.get("history", []))
             logger.info("warm start from %s", init_from)
         if tokenizer_from is not None:
