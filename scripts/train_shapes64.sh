@@ -79,5 +79,21 @@ phenaki export "$RUNS/t2v4/bundle.safetensors" "$RUNS/t2v4_fp16.safetensors" --d
 torchrun --standalone --nproc_per_node "$PROCS" -m phenaki_core.cli train transformer "$RUNS/t2v5" --preset shapes64 \
   --init-from "$RUNS/t2v4_fp16.safetensors" --tokenizer "$RUNS/t2v4_fp16.safetensors" --steps 4000 --batch-size 12 \
   --lr 3e-4 --warmup-steps 50 --checkpoint-every 100 --preview-every 1000 --threads "$THREADS" --device "$DEVICE"
-# ship the EMA weights in fp16
-phenaki export "$RUNS/t2v5/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16
+phenaki export "$RUNS/t2v5/bundle.safetensors" "$RUNS/t2v5_fp16.safetensors" --dtype fp16
+# Runs 10 and 11 (CPU, one process of one thread each, side by side on a 2-core CPU; --precision
+# auto is bf16 on a CPU with AVX512-BF16 or AMX), both warm-started from run 9's export (the
+# previously shipped file), on its tokenizer's unchanged encoder:
+# stage 2, tenth run: half of the reworded captions typed the way people type prompts (tag lists,
+# commands, tenses, adverbs, frame words, casing, punctuation, typos; --typed-share 0.5, the default)
+phenaki train transformer "$RUNS/t2v6" --preset shapes64 --init-from "$RUNS/t2v5_fp16.safetensors" \
+  --tokenizer "$RUNS/t2v5_fp16.safetensors" --steps 4500 --batch-size 12 --lr 3e-4 --warmup-steps 50 \
+  --checkpoint-every 100 --preview-every 1000000 --threads "$THREADS" --device "$DEVICE" --precision auto
+# stage 1, eleventh run: the decoder alone, with a new pixel refiner (width 32); the encoder and so
+# every token id stay bit-identical, so run 10's transformer reads its codes unchanged
+phenaki train tokenizer "$RUNS/dec1" --init-from "$RUNS/t2v5_fp16.safetensors" --decoder-only --pixel-refiner 32 \
+  --steps 3000 --batch-size 8 --lr 5e-4 --warmup-steps 50 --commit-weight 0.02 --entropy-weight 0.01 \
+  --foreground-weight 10 --halo-weight 10 --checkpoint-every 100 --preview-every 1000000 --threads "$THREADS" \
+  --device "$DEVICE" --precision auto
+# ship run 10's EMA weights with run 11's decoder, in fp16
+phenaki export "$RUNS/t2v6/bundle.safetensors" phenaki_core/weights/shapes64.safetensors --dtype fp16 \
+  --decoder-from "$RUNS/dec1/bundle.safetensors"

@@ -12,9 +12,14 @@ import pytest
 import torch
 
 from phenaki_core import PhenakiPipeline, SamplerConfig, default_checkpoint, make_video, read_metadata
-from phenaki_core.data import COLOURS, MOTIONS, SHAPES, canonical_caption
+from phenaki_core.data import COLOURS, MOTIONS, SHAPES, canonical_caption, typed_evaluation_prompts
 from phenaki_core.evaluation import chain_continuity, read_clips, score_readings
 from phenaki_core.evaluation.report import JUMP_LIMIT, generate
+from phenaki_core.evaluation.shapes_judge import consistency_scores
+
+
+MORPHING_AT_MOST = 0.5          # share of canonical clips whose shape changes in more than 3 frames
+TYPED_ALL_THREE_AT_LEAST = 0.6  # typed prompts with colour, shape and motion all right
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +49,26 @@ def test_bundled_model_draws_what_canonical_prompts_ask_for(bundled):
     """21 prompts that together name every colour, shape and motion, 2 seeds each (42 clips)."""
     targets = [(COLOURS[i % len(COLOURS)], SHAPES[i % len(SHAPES)], MOTIONS[i % len(MOTIONS)]) for i in range(21)]
     assert {t[0] for t in targets} == set(COLOURS) and {t[2] for t in targets} == set(MOTIONS)
-    readings = []
+    readings, frames = [], []
     for seed in range(2):
-        readings += read_clips(generate(bundled, [canonical_caption(*t) for t in targets], seed, SamplerConfig()))
+        videos = generate(bundled, [canonical_caption(*t) for t in targets], seed, SamplerConfig())
+        readings += read_clips(videos)
+        frames.append(consistency_scores(videos))
     scores = score_readings(readings, targets * 2)
+    morphing = sum(f["morphing"] for f in frames) / 2
+    assert morphing <= MORPHING_AT_MOST, frames  # frame by frame, the shape holds
     assert scores["blank"] == 0, scores
     assert scores["colour"] >= 0.95 and scores["shape"] >= 0.85 and scores["motion"] >= 0.85, scores
     assert scores["all_three"] >= 0.80, scores
+
+
+@pytest.mark.slow
+def test_bundled_model_follows_prompts_as_people_type_them(bundled):
+    """42 of the typed evaluation prompts (each of the 7 forms 6 times: tag lists, commands, casing,
+    typos, tenses, adverbs, frame words), one seed."""
+    prompts = typed_evaluation_prompts()[::3]
+    scores = score_readings(read_clips(generate(bundled, [p.prompt for p in prompts], 0, SamplerConfig())), prompts)
+    assert scores["blank"] == 0 and scores["all_three"] >= TYPED_ALL_THREE_AT_LEAST, scores
 
 
 @pytest.mark.slow
