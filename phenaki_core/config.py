@@ -302,7 +302,8 @@ class Preset:
 PRESET_USES = {
     "tiny": "unit tests: 8x8 frames, 24-d text (not MiniLM), so stage 2 cannot train it",
     "tiny-shapes": "smoke tests and the worked example in docs/training.md: trains in seconds on a CPU",
-    "shapes64": "the bundled model; a practical size for your own clips on a CPU (default)",
+    "shapes64": "the bundled model (which adds a pixel refiner); a practical size for your own clips on a CPU "
+                "(default)",
     "S": "a GPU size: 4x the tokens of shapes64 per clip",
     "L": "the paper's tokenizer geometry; GPU only, 768-d text (T5-base width, not MiniLM)",
 }

@@ -178,4 +178,4 @@ def test_the_bundled_model_follows_the_prompt_after_a_one_frame_prime():
         scores = image_to_video_following(model)
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in scores.items()})
     assert scores["n"] == 8 * 3 * 7 * 2 and scores["blank"] == 0
-    assert scores["colour"] >= 0.95 and scores["shape"] >= 0.9 and scores["motion"] >= 0.9  # measured: 100, 97.3, 97.3%
+    assert scores["colour"] >= 0.97 and scores["shape"] >= 0.95 and scores["motion"] >= 0.95  # measured: 100, 97.9, 97.3%
