@@ -149,11 +149,9 @@ def _base_verbs(motion: str) -> tuple[str, ...]:
 
 _NEVER_TYPED = HELDOUT_WORDS | HELDOUT_TYPED_WORDS
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
-_NEIGHBOURS: dict[str, str] = {}
-for _r, _row in enumerate(_KEYBOARD_ROWS):
-    for _i, _ch in enumerate(_row):
-        near = _row[max(0, _i - 1):_i] + _row[_i + 1:_i + 2]
-        _NEIGHBOURS[_ch] = near
+#: letter -> the keys left and right of it on a QWERTY keyboard
+_NEIGHBOURS: dict[str, str] = {ch: row[max(0, i - 1):i] + row[i + 1:i + 2]
+                               for row in _KEYBOARD_ROWS for i, ch in enumerate(row)}
 
 
 def typo(word: str, rng: np.random.Generator) -> str:

@@ -175,6 +175,13 @@ def _nan2() -> tuple[float, float]:
     return (math.nan, math.nan)
 
 
+def _palette_votes(pixels: np.ndarray) -> np.ndarray:
+    """(3, n) object pixels on 0..255 -> (8,) how many are nearest each palette colour."""
+    # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 does not change the argmin.
+    dist = (_PALETTE_255**2).sum(-1)[:, None] - 2.0 * _PALETTE_255 @ pixels  # (8, n)
+    return np.bincount(dist.argmin(axis=0), minlength=len(COLOURS))
+
+
 def read_clip(video: Any, *, min_present_fraction: float = 0.5) -> ClipReading:
     """Read colour, shape and motion from one clip (see module docstring for the rules)."""
     arr = _to_cfhw255(video)                                         # (3, f, h, w)
@@ -187,10 +194,7 @@ def read_clip(video: Any, *, min_present_fraction: float = 0.5) -> ClipReading:
                            math.nan, math.nan, math.nan, _nan2(), _nan2(), _nan2(), math.nan)
 
     # Colour: nearest palette entry per object pixel, majority over all frames.
-    pixels = arr[:, mask]                                            # (3, n)
-    # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 does not change the argmin.
-    dist = (_PALETTE_255**2).sum(-1)[:, None] - 2.0 * _PALETTE_255 @ pixels  # (8, n)
-    votes = np.bincount(dist.argmin(axis=0), minlength=len(COLOURS))
+    votes = _palette_votes(arr[:, mask])
     colour = COLOURS[int(votes.argmax())]
     colour_share = float(votes.max() / votes.sum())
 
@@ -362,9 +366,7 @@ def frame_consistency(video: Any) -> FrameConsistency:
             colours.append(None)
             shapes.append(None)
             continue
-        pixels = arr[:, t][:, mask[t]]                                  # (3, n)
-        dist = (_PALETTE_255**2).sum(-1)[:, None] - 2.0 * _PALETTE_255 @ pixels
-        colours.append(COLOURS[int(np.bincount(dist.argmin(axis=0), minlength=len(COLOURS)).argmax())])
+        colours.append(COLOURS[int(_palette_votes(arr[:, t][:, mask[t]]).argmax())])
         shapes.append(min(SHAPE_FILL, key=lambda s: abs(SHAPE_FILL[s] - stats.fills[t])))
     clip_shape = _majority(shapes)
     rest_colour, rest_shape = _majority(colours[1:]), _majority(shapes[1:])
