@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from phenaki_core.data import ShapesWorldConfig, ShapesWorldDataset  # noqa: E402
 from phenaki_core.evaluation.independent_clips import independent_clips  # noqa: E402
 from phenaki_core.evaluation.reconstruction import psnr_from_mse  # noqa: E402
-from phenaki_core.evaluation.shapes_judge import (HALO_THRESHOLD, OBJECT_THRESHOLD, SHAPE_FILL,  # noqa: E402
-                                                  frame_stats)
+from phenaki_core.evaluation.shapes_judge import HALO_THRESHOLD, SHAPE_FILL, frame_stats  # noqa: E402
 from phenaki_core.pipeline import PhenakiPipeline  # noqa: E402
 
 
@@ -67,8 +66,8 @@ def diagnose(pipe: PhenakiPipeline, video: torch.Tensor, shapes: list[str]) -> d
             sizes.append(side / 2)
             size_wrong.append(wrong)
             size_err.append(error[k, t].mean().item())
-    brightest_true = video.amax(1) * 255
-    halo = ((recon.amax(1) * 255 > HALO_THRESHOLD) & (brightest_true <= OBJECT_THRESHOLD * 0 + 0.5)).float()  # b f h w
+    background = video.amax(1) == 0                                            # b f h w: black in the clip
+    halo = ((recon.amax(1) * 255 > HALO_THRESHOLD) & background).float()
     rows = [error[:, :, r::patch, :].mean().item() for r in range(patch)]
     rows_halo = [halo[:, :, r::patch, :].mean().item() for r in range(patch)]
     cols_halo = [halo[:, :, :, c::patch].mean().item() for c in range(patch)]

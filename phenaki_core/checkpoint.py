@@ -216,16 +216,13 @@ def load_bundle(path: str | os.PathLike, *, device: torch.device | str = "cpu",
     return Bundle(model, text_encoder, extra, path)
 
 
-
 def with_decoder_from(bundle: Bundle, donor: Bundle) -> Bundle:
     """``bundle`` with the tokenizer decoder of ``donor``: the result of a ``--decoder-only`` run
     (trained alongside a stage-2 run on the same tokenizer) put together with that stage-2 model.
     The encoders must be bit-identical, so every token id the transformer learned means what it
     meant; the decoder's modules (and its pixel refiner) come from ``donor``, the rest from ``bundle``."""
-    import dataclasses
-
     mine, theirs = bundle.model.config.cvivit, donor.model.config.cvivit
-    if dataclasses.replace(mine, pixel_refiner=theirs.pixel_refiner) != theirs:
+    if not mine.differs_only_in_refiner(theirs):
         raise CheckpointError("the two bundles' tokenizers have other geometries; a decoder fits only the encoder "
                               "it was trained with")
     decoder = {id(p) for module in donor.model.cvivit.decoder_modules() for p in module.parameters()}

@@ -78,6 +78,11 @@ class CViViTConfig:
         _non_negative_float("ff_mult", self.ff_mult)
         _require(self.ff_mult > 0, "ff_mult must be > 0")
 
+    def differs_only_in_refiner(self, other: "CViViTConfig") -> bool:
+        """True when ``other`` is this tokenizer with another pixel refiner (the same encoder, so the
+        same token ids; the refiner is decoder-only)."""
+        return dataclasses.replace(self, pixel_refiner=other.pixel_refiner) == other
+
     # --- frame / token arithmetic -------------------------------------------------------------
     @property
     def grid_size(self) -> int:

@@ -84,8 +84,8 @@ class TrainResult:
 
 def _adds_pixel_refiner(old, new) -> bool:
     """True when ``new`` is ``old`` with a pixel refiner added to a decoder that had none."""
-    return (old.cvivit.pixel_refiner == 0 and new.cvivit.pixel_refiner > 0
-            and old.replace(cvivit=dataclasses.replace(old.cvivit, pixel_refiner=new.cvivit.pixel_refiner)) == new)
+    return (old.cvivit.pixel_refiner == 0 < new.cvivit.pixel_refiner and old.cvivit.differs_only_in_refiner(new.cvivit)
+            and old.replace(cvivit=new.cvivit) == new)
 
 
 def _load_growing(model: torch.nn.Module, state: dict, grows: bool) -> None:
